@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Train the seed's MLP and CNN on full MNIST, evaluate both, write runs/report.md.
+demo: install
+	$(BIN)/digits train --model mlp --out runs/mlp --overwrite
+	$(BIN)/digits train --model cnn --out runs/cnn --overwrite
+	$(BIN)/digits compare runs/mlp runs/cnn --out runs
+	@echo "Report: runs/report.md  (figures in runs/mlp, runs/cnn, runs/comparison.png)"
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""digit-recognizer: read handwritten digits; compare an MLP and a CNN on MNIST.
+
+The public API is importable from here (`from digit_recognizer import train_model, TrainConfig`).
+Names load lazily, so importing the package stays fast and never imports TensorFlow until
+a training or evaluation function is actually used.
+"""
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("digit-recognizer")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+# Public name -> (module, attribute). The stage modules are named `train`, `evaluate` and
+# `compare`, so their main functions are exported under names that cannot shadow them.
+_EXPORTS = {
+    "Dataset": ("data", "Dataset"),
+    "load_dataset": ("data", "load_dataset"),
+    "split_validation": ("data", "split_validation"),
+    "build_model": ("models", "build_model"),
+    "model_names": ("models", "model_names"),
+    "TrainConfig": ("train", "TrainConfig"),
+    "Run": ("train", "Run"),
+    "train_model": ("train", "train"),
+    "Metrics": ("evaluate", "Metrics"),
+    "evaluate_model": ("evaluate", "evaluate"),
+    "evaluate_run": ("evaluate", "evaluate_run"),
+    "compare_runs": ("compare", "compare"),
+    "DigitsError": ("errors", "DigitsError"),
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'digit_recognizer' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    return getattr(import_module(f"digit_recognizer.{module}"), attribute)

@@ -1,0 +1,85 @@
+"""Compare evaluated runs: the seed's table (report.md) and curves side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from digit_recognizer import plots
+from digit_recognizer.artifacts import read_json, write_text
+from digit_recognizer.errors import DigitsError
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the comparison table, read from a run directory's files."""
+
+    name: str
+    model: str
+    parameters: int
+    accuracy: float
+    macro_f1: float
+    epochs: int
+    best_epoch: int
+    train_seconds: float
+    ms_per_image: float
+    test_images: int
+
+
+def summarize_run(run_dir: Path) -> tuple[RunSummary, dict[str, list[float]]]:
+    run_dir = Path(run_dir)
+    needed = ["config.json", "history.json", "metrics.json"]
+    if missing := [name for name in needed if not (run_dir / name).is_file()]:
+        raise DigitsError(f"{run_dir}: missing {', '.join(missing)} (train and evaluate it first)")
+    config, history, metrics = (read_json(run_dir / name) for name in needed)
+    val_loss = history.get("val_loss", [])
+    summary = RunSummary(
+        name=run_dir.name,
+        model=config["config"]["model"],
+        parameters=metrics["parameters"],
+        accuracy=metrics["accuracy"],
+        macro_f1=metrics["macro_f1"],
+        epochs=len(history.get("loss", [])),
+        best_epoch=val_loss.index(min(val_loss)) + 1 if val_loss else 0,
+        train_seconds=sum(history.get("epoch_seconds", [])),
+        ms_per_image=metrics["ms_per_image"],
+        test_images=metrics["test_images"],
+    )
+    return summary, history
+
+
+def markdown_table(rows: list[RunSummary]) -> str:
+    header = (
+        "| run | model | parameters | test accuracy | macro F1 | epochs (best) "
+        "| training time | inference (ms/image) |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    body = "".join(
+        f"| {r.name} | {r.model} | {r.parameters:,} | {r.accuracy:.2%} | {r.macro_f1:.4f} "
+        f"| {r.epochs} ({r.best_epoch}) | {r.train_seconds:.0f} s | {r.ms_per_image:.3f} |\n"
+        for r in rows
+    )
+    return header + body
+
+
+def compare(run_dirs: list[Path], out_dir: Path) -> tuple[list[RunSummary], Path]:
+    """Write `report.md` and `comparison.png` into `out_dir`; return the rows and report path."""
+    if not run_dirs:
+        raise DigitsError("give at least one run directory to compare")
+    summaries, histories = [], {}
+    for run_dir in run_dirs:
+        summary, history = summarize_run(run_dir)
+        summaries.append(summary)
+        histories[summary.name] = history
+    out_dir = Path(out_dir)
+    plots.comparison_curves(histories, out_dir / "comparison.png")
+    best = max(summaries, key=lambda r: r.accuracy)
+    text = (
+        "# Model comparison\n\n"
+        + markdown_table(summaries)
+        + f"\nTest set: {summaries[0].test_images:,} images. Best: **{best.name}** "
+        f"({best.accuracy:.2%}). Inference time is batched (512 images per call), "
+        "Keras on the CPU; epochs counts all epochs run, the best one (by validation loss) "
+        "is the saved model.\n\n![curves](comparison.png)\n"
+    )
+    return summaries, write_text(out_dir / "report.md", text)

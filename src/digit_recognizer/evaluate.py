@@ -1,0 +1,142 @@
+"""Evaluation on the test set: metrics.json, a scikit-learn report and pictures."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+from sklearn.metrics import precision_recall_fscore_support as prfs
+
+from digit_recognizer import plots
+from digit_recognizer.artifacts import read_json, write_json, write_text
+from digit_recognizer.data import Dataset, load_dataset
+from digit_recognizer.errors import DigitsError
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Test-set figures of one model. `ms_per_image` is batched inference (batch 512)."""
+
+    accuracy: float
+    loss: float
+    macro_f1: float
+    per_class: list[dict]  # [{class, precision, recall, f1, support}, ...]
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted
+    ms_per_image: float
+    test_images: int
+    parameters: int
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(N, 28, 28) uint8 -> (N, 10) probabilities."""
+    return model.predict(images[..., np.newaxis], batch_size=batch_size, verbose=0)
+
+
+def compute_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]
+) -> dict:
+    """Accuracy, cross-entropy, macro F1, per-class scores and confusion matrix."""
+    predicted = probabilities.argmax(axis=1)
+    classes = list(range(len(class_names)))
+    eps = 1e-7  # keeps log finite for a probability that rounds to 0
+    loss = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + eps)))
+    precision, recall, f1, support = prfs(labels, predicted, labels=classes, zero_division=0)
+    per_class = [
+        {
+            "class": class_names[c],
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+        }
+        for c in classes
+    ]
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "loss": loss,
+        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro")),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+    }
+
+
+def evaluate(model, data: Dataset) -> tuple[Metrics, np.ndarray]:
+    """Score `model` on `data`'s test set; returns metrics and the (N, 10) probabilities."""
+    predict_probabilities(model, data.x_test[:64])  # warm-up: first call builds the graph
+    start = time.perf_counter()
+    probabilities = predict_probabilities(model, data.x_test)
+    seconds = time.perf_counter() - start
+    scores = compute_metrics(probabilities, data.y_test.astype(int), data.class_names)
+    metrics = Metrics(
+        **scores,
+        ms_per_image=1000 * seconds / len(data.x_test),
+        test_images=len(data.x_test),
+        parameters=int(model.count_params()),
+    )
+    return metrics, probabilities
+
+
+def most_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probabilities[wrong].max(axis=1))][:k]
+
+
+def write_report(
+    out_dir: Path, metrics: Metrics, probabilities: np.ndarray, data: Dataset
+) -> dict[str, Path]:
+    """Write metrics.json, classification_report.txt and the evaluation figures."""
+    out_dir = Path(out_dir)
+    labels = data.y_test.astype(int)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    report = classification_report(
+        labels, predicted, labels=list(range(len(data.class_names))),
+        target_names=list(data.class_names), digits=4, zero_division=0,
+    )  # fmt: skip
+    files = {
+        "metrics": write_json(out_dir / "metrics.json", asdict(metrics)),
+        "report": write_text(out_dir / "classification_report.txt", report),
+        "confusion": plots.confusion_matrix(
+            np.array(metrics.confusion_matrix), data.class_names, out_dir / "confusion_matrix.png"
+        ),
+    }
+    samples = np.arange(min(32, len(labels)))
+    files["samples"] = plots.digit_grid(
+        data.x_test[samples], labels[samples], predicted[samples], confidence[samples],
+        out_dir / "samples.png", "Test digits: true → predicted (confidence)", data.class_names,
+    )  # fmt: skip
+    mistakes = most_confident_mistakes(probabilities, labels, k=24)
+    files["misclassified"] = plots.digit_grid(
+        data.x_test[mistakes], labels[mistakes], predicted[mistakes], confidence[mistakes],
+        out_dir / "misclassified.png",
+        f"Most confident mistakes ({int((predicted != labels).sum())} in all)", data.class_names,
+    )  # fmt: skip
+    history_path = out_dir / "history.json"
+    if history_path.is_file():
+        files["curves"] = plots.training_curves(
+            read_json(history_path), out_dir / "curves.png", title=out_dir.name
+        )
+    return files
+
+
+def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
+    """Evaluate a run directory's best model on the test set it was configured with."""
+    import keras
+
+    from digit_recognizer.train import load_config
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.is_file():
+        raise DigitsError(f"{run_dir} has no model.keras (training never finished an epoch)")
+    if data is None:
+        data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
+    model = keras.models.load_model(model_path)
+    metrics, probabilities = evaluate(model, data)
+    write_report(run_dir, metrics, probabilities, data)
+    return metrics

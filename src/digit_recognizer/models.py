@@ -1,0 +1,80 @@
+"""Model architectures, looked up by name. Imports nothing from training.
+
+Every model takes (28, 28, 1) grey images with values 0-255 and returns 10 softmax
+probabilities. Scaling to 0-1 happens inside the model (a Rescaling layer), so training,
+evaluation, ONNX export and the web app can never disagree about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from digit_recognizer.errors import DigitsError
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+MODEL_BUILDERS: dict[str, Callable[[], keras.Model]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], keras.Model]], Callable[[], keras.Model]]:
+    """Decorator: make a model builder available to `build_model(name)` and the CLI."""
+
+    def decorator(builder: Callable[[], keras.Model]) -> Callable[[], keras.Model]:
+        MODEL_BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
+
+@register("mlp")
+def build_mlp() -> keras.Model:
+    """The seed's baseline: Flatten -> Dense 128 -> Dense 64 -> Dense 10 (109,386 parameters)."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            layers.Rescaling(1.0 / 255),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="mlp",
+    )
+
+
+@register("cnn")
+def build_cnn() -> keras.Model:
+    """The seed's CNN (225,034 parameters). Shapes: 28x28x1 -> 26x26x32 -> 13x13x32 ->
+    11x11x64 -> 5x5x64 -> 1600 -> 128 -> 10."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="cnn",
+    )
+
+
+def model_names() -> list[str]:
+    return sorted(MODEL_BUILDERS)
+
+
+def build_model(name: str) -> keras.Model:
+    """Build an untrained model by registry name."""
+    if name not in MODEL_BUILDERS:
+        raise DigitsError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
+    return MODEL_BUILDERS[name]()

@@ -1,0 +1,100 @@
+"""Figures for reports: training curves, confusion matrix, sample and mistake grids.
+
+Each function takes plain arrays, draws with Matplotlib's Agg backend and writes one PNG
+atomically. Nothing here trains or evaluates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from digit_recognizer.artifacts import save_figure
+
+
+def _plot_history(axes: np.ndarray, history: dict[str, list[float]], label: str = "") -> None:
+    prefix = f"{label} " if label else ""
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        epochs = np.arange(1, len(history.get(metric, [])) + 1)
+        ax.plot(epochs, history.get(metric, []), marker="o", ms=3, label=f"{prefix}train")
+        val = history.get(f"val_{metric}", [])
+        ax.plot(epochs[: len(val)], val, marker="o", ms=3, ls="--", label=f"{prefix}validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+
+
+def training_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    """Train and validation accuracy and loss per epoch."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    _plot_history(axes, history)
+    axes[0].set_title(f"{title} accuracy".strip())
+    axes[1].set_title(f"{title} loss".strip())
+    return save_figure(fig, path)
+
+
+def comparison_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """One row per run: accuracy and loss curves side by side, shared axes for comparison."""
+    fig, axes = plt.subplots(
+        len(histories), 2, figsize=(10, 3.4 * len(histories)), squeeze=False, sharey="col"
+    )
+    for row, (name, history) in zip(axes, histories.items(), strict=True):
+        _plot_history(row, history, label=name)
+        row[0].set_title(f"{name}: accuracy")
+        row[1].set_title(f"{name}: loss")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...], path: Path) -> Path:
+    """Counts, with the diagonal on a separate colour scale so mistakes stay visible."""
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(6.5, 5.8))
+    off_diagonal = np.where(np.eye(n, dtype=bool), 0, matrix)
+    image = ax.imshow(off_diagonal, cmap="Reds")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="mistakes")
+    for i in range(n):
+        for j in range(n):
+            weight = "bold" if i == j else "normal"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, weight=weight)
+    ax.set_xticks(range(n), class_names, rotation=45 if n and len(class_names[0]) > 2 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix ({int(matrix.sum())} test images)")
+    return save_figure(fig, path)
+
+
+def digit_grid(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    path: Path,
+    title: str,
+    class_names: tuple[str, ...],
+    columns: int = 8,
+) -> Path:
+    """A grid of 28x28 images labelled 'true -> predicted (confidence)'; red when wrong."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.7 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(images):
+            continue
+        ax.imshow(images[k], cmap="gray")
+        wrong = true[k] != predicted[k]
+        ax.set_title(
+            f"{class_names[true[k]]}→{class_names[predicted[k]]} {confidence[k]:.0%}",
+            fontsize=8,
+            color="crimson" if wrong else "black",
+        )
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

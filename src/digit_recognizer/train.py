@@ -1,0 +1,253 @@
+"""Training: fit a registered model on a dataset and write a run directory.
+
+A run directory holds everything needed to evaluate, compare, resume and reproduce:
+  model.keras / model.h5  best model by validation loss (the seed's formats)
+  last.keras              model + optimizer after the last finished epoch (for --resume)
+  history.json            per-epoch metrics, written after every epoch
+  config.json             settings, seed, library versions, data checksums
+  train.log               what happened, epoch by epoch
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
+from digit_recognizer.data import Dataset, load_dataset, split_validation
+from digit_recognizer.errors import DigitsError
+from digit_recognizer.models import build_model
+
+log = logging.getLogger(__name__)
+
+MONITOR = "val_loss"  # what EarlyStopping and the best checkpoint watch; never the test set
+
+# Chosen on the validation split (seed 42, with ReduceLROnPlateau): the MLP's best validation
+# accuracy was 97.70 % at batch 128, 97.87 % at 64 and 98.00 % at 32 (the Keras default);
+# the CNN is fine at 128 and 4x faster per epoch than at 32.
+DEFAULT_BATCH_SIZE = {"mlp": 32}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Saved as config.json beside the model."""
+
+    model: str = "cnn"  # registry name, see models.py
+    epochs: int = 20  # upper bound; EarlyStopping usually ends sooner
+    batch_size: int | None = None  # None: the model's default, see DEFAULT_BATCH_SIZE
+    learning_rate: float = 1e-3  # Adam
+    val_split: float = 0.1  # fraction of the training set held out to choose epochs
+    patience: int = 3  # epochs without val_loss improvement before stopping
+    lr_factor: float = 0.3  # ReduceLROnPlateau: multiply the rate by this when val_loss stalls
+    seed: int = 42
+    dataset: str = "mnist"
+    data_dir: str | None = None  # None: DIGITS_DATA_DIR, cache, or download
+    limit: int | None = None  # first N train and N test images, for smoke runs
+
+
+@dataclass
+class Run:
+    """What `train` returns: where the run lives and how it went."""
+
+    out_dir: Path
+    config: TrainConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history.get("loss", []))
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(self.history.get("epoch_seconds", [])))
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch whose weights model.keras holds."""
+        values = self.history.get(MONITOR, [])
+        return int(np.argmin(values)) + 1 if values else 0
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: model.save(tmp))
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After every epoch: record metrics in history.json, save last.keras, and save
+    model.keras when val_loss improves.
+
+    Keras's ModelCheckpoint writes its file in place, so Ctrl-C during a save would leave a
+    broken best model; this does the same job with atomic writes, and keeps the history
+    across --resume.
+    """
+
+    def __init__(self, out_dir: Path, history: dict[str, list[float]]):
+        super().__init__()
+        self.out_dir = out_dir
+        self.history = {k: list(v) for k, v in history.items()}
+        self.best = min(self.history.get(MONITOR, []), default=math.inf)
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        logs["epoch_seconds"] = time.perf_counter() - self._epoch_start
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        improved = logs[MONITOR] < self.best
+        if improved:
+            self.best = logs[MONITOR]
+            save_model_atomic(self.model, self.out_dir / "model.keras")
+        save_model_atomic(self.model, self.out_dir / "last.keras")
+        write_json(self.out_dir / "history.json", self.history)
+        log.info(
+            "epoch %d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f (%.1f s)%s",
+            epoch + 1, logs["loss"], logs.get("accuracy", float("nan")), logs[MONITOR],
+            logs.get("val_accuracy", float("nan")), logs["epoch_seconds"],
+            " best so far, saved model.keras" if improved else "",
+        )  # fmt: skip
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that, on --resume, counts patience from the epochs already run."""
+
+    def __init__(self, history: dict[str, list[float]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.previous = list(history.get(self.monitor, []))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.previous:
+            best_index = int(np.argmin(self.previous))
+            self.best = self.previous[best_index]
+            self.wait = len(self.previous) - 1 - best_index
+
+
+def _add_channel(x: np.ndarray) -> np.ndarray:
+    return x[..., np.newaxis]  # (N, 28, 28) -> (N, 28, 28, 1)
+
+
+def _record_config(out_dir: Path, cfg: TrainConfig, data: Dataset, n_train: int, n_val: int):
+    write_json(
+        out_dir / "config.json",
+        {
+            "config": asdict(cfg),
+            "seed": cfg.seed,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": library_versions(),
+            "data": {
+                "dataset": data.name,
+                "source": data.source,
+                "sha256": data.checksums,
+                "train": n_train,
+                "validation": n_val,
+                "test": len(data.x_test),
+                "class_names": list(data.class_names),
+            },
+        },
+    )
+
+
+def load_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DigitsError(f"{run_dir} is not a run directory (no config.json)")
+    return TrainConfig(**read_json(path)["config"])
+
+
+def _attach_log_file(out_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    package_logger = logging.getLogger("digit_recognizer")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(min(package_logger.getEffectiveLevel(), logging.INFO))
+    return handler
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    data: Dataset | None = None,
+    resume: bool = False,
+    verbose: int | str = "auto",
+) -> Run:
+    """Train `cfg.model` and write the run directory. Ctrl-C keeps the best checkpoint.
+
+    With `resume=True`, continue the run in `out_dir` from its last finished epoch, using
+    the settings saved there (only `cfg.epochs` may be raised).
+    """
+    out_dir = Path(out_dir)
+    history: dict[str, list[float]] = {}
+    if resume:
+        if not (out_dir / "last.keras").is_file():
+            raise DigitsError(f"nothing to resume in {out_dir} (no last.keras)")
+        saved = load_config(out_dir)
+        cfg = replace(saved, epochs=max(cfg.epochs, saved.epochs))
+        history = read_json(out_dir / "history.json")
+    elif (out_dir / "config.json").exists():
+        raise DigitsError(f"{out_dir} already holds a run; choose another --out or use --resume")
+
+    if cfg.batch_size is None:
+        cfg = replace(cfg, batch_size=DEFAULT_BATCH_SIZE.get(cfg.model, 128))
+    keras.utils.set_random_seed(cfg.seed)
+    # Built before the data loads, so an unknown model name fails at once.
+    model = keras.models.load_model(out_dir / "last.keras") if resume else build_model(cfg.model)
+    if data is None:
+        data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
+    x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_split, cfg.seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log_file(out_dir)
+    try:
+        if resume:
+            log.info("resuming %s from epoch %d", out_dir, len(history.get("loss", [])))
+        else:
+            _record_config(out_dir, cfg, data, len(x_tr), len(x_val))
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
+        checkpoint = RunCheckpoint(out_dir, history)
+        early_stopping = ResumableEarlyStopping(
+            history, monitor=MONITOR, patience=cfg.patience, restore_best_weights=True
+        )
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
+        )
+        run = Run(out_dir, cfg)
+        try:
+            model.fit(
+                _add_channel(x_tr),
+                y_tr,
+                validation_data=(_add_channel(x_val), y_val),
+                epochs=cfg.epochs,
+                initial_epoch=len(history.get("loss", [])),
+                batch_size=cfg.batch_size,
+                callbacks=[checkpoint, early_stopping, plateau],
+                verbose=verbose,
+            )
+        except KeyboardInterrupt:
+            run.interrupted = True
+            log.warning("interrupted; best model kept in %s, continue with --resume", out_dir)
+        run.history = checkpoint.history
+        if (out_dir / "model.keras").is_file():
+            best = keras.models.load_model(out_dir / "model.keras")
+            write_atomic(out_dir / "model.h5", lambda tmp: best.save(tmp))
+        log.info("trained %d epochs in %.1f s", run.epochs_run, run.train_seconds)
+        return run
+    finally:
+        logging.getLogger("digit_recognizer").removeHandler(handler)
+        handler.close()

@@ -1,0 +1,87 @@
+"""Shared fixtures: the MNIST copy beside the repo, tiny IDX files, a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import os
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"  # screenshots and other files worth looking at
+
+
+def mnist_dir() -> Path:
+    """MNIST as CI provides it: DIGITS_DATA_DIR, else ../shared/data/mnist."""
+    path = Path(os.environ.get("DIGITS_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist")
+    if not (path / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.fail(f"MNIST not found in {path}; set DIGITS_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    return mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist_path):
+    """The first 500 training and 500 test images: enough to train a model for one epoch."""
+    from digit_recognizer.data import load_dataset
+
+    return load_dataset("mnist", mnist_path, limit=500)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: magic 0x0000080N, N big-endian dimensions, data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_set(directory: Path, n_train: int, n_test: int, compress: bool = True) -> Path:
+    """Write the four IDX files of a synthetic dataset (random images, labels 0-9)."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if compress:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return directory
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """Start a static file server on 127.0.0.1 for a folder; yields `serve(folder) -> url`."""
+    servers = []
+
+    def serve(folder: Path) -> str:
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()

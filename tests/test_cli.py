@@ -1,0 +1,52 @@
+"""The `digits` command as users run it: a fresh process, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from digit_recognizer import __version__
+
+
+def digits(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "digit_recognizer", *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def test_version_and_help():
+    assert digits("--version").stdout.strip() == f"digit-recognizer {__version__}"
+    help_text = digits("--help").stdout
+    for command in ("train", "evaluate", "compare"):
+        assert command in help_text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--model", "resnet"], "error: unknown model 'resnet'; choose one of"),
+        (["train", "--data-dir", "/no/such/dir", "--limit", "50"], "does not exist"),
+        (["evaluate", "/no/such/run"], "is not a run directory"),
+        (["compare", "/no/such/run"], "missing config.json"),
+        (["train", "--dataset", "kmnist"], "unknown dataset 'kmnist'"),
+    ],
+)
+def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
+    result = digits(*args, "--out", str(tmp_path / "run")) if args[0] == "train" else digits(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_train_smoke_run_from_the_command_line(tmp_path, mnist_path):
+    out = tmp_path / "run"
+    result = digits(
+        "train", "--model", "mlp", "--limit", "300", "--epochs", "1",
+        "--data-dir", str(mnist_path), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout and (out / "metrics.json").is_file()

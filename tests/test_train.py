@@ -1,0 +1,125 @@
+"""Training smoke runs on a few hundred images: artifacts, evaluation, seeds, resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from digit_recognizer import TrainConfig, compare_runs, evaluate_run, train_model
+from digit_recognizer.data import load_dataset
+from digit_recognizer.errors import DigitsError
+
+RUN_FILES = ["model.keras", "model.h5", "last.keras", "history.json", "config.json", "train.log"]
+REPORT_FILES = ["metrics.json", "classification_report.txt"]
+FIGURES = ["confusion_matrix.png", "curves.png", "samples.png", "misclassified.png"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, mnist_path):
+    """One-epoch MLP and CNN runs on 500 images, evaluated."""
+    root = tmp_path_factory.mktemp("runs")
+    for name in ("mlp", "cnn"):
+        cfg = TrainConfig(model=name, epochs=1, limit=500, data_dir=str(mnist_path))
+        train_model(cfg, root / name, verbose=0)
+        evaluate_run(root / name)
+    return root
+
+
+def test_training_writes_every_artifact(smoke_runs):
+    run = smoke_runs / "cnn"
+    for name in RUN_FILES + REPORT_FILES + FIGURES:
+        assert (run / name).is_file(), name
+    for name in FIGURES:
+        with Image.open(run / name) as image:
+            assert image.size[0] > 200
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 42 and config["config"]["batch_size"] == 128
+    assert config["versions"]["keras"].startswith("3.")
+    assert len(config["data"]["sha256"]) == 4 and config["data"]["train"] == 450
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_images"] == 500 and len(metrics["per_class"]) == 10
+    assert sum(map(sum, metrics["confusion_matrix"])) == 500
+    assert "macro avg" in (run / "classification_report.txt").read_text()
+    # The .h5 export (the seed's deployment format) holds the same model.
+    h5, best = (
+        keras.models.load_model(run / "model.h5"),
+        keras.models.load_model(run / "model.keras"),
+    )
+    x = np.zeros((1, 28, 28, 1), "float32")
+    assert np.allclose(h5(x), best(x), atol=1e-6)
+
+
+def test_compare_writes_table_and_figure(smoke_runs, tmp_path):
+    rows, report = compare_runs([smoke_runs / "mlp", smoke_runs / "cnn"], tmp_path)
+    text = report.read_text()
+    assert "| mlp | mlp | 109,386 |" in text and "| cnn | cnn | 225,034 |" in text
+    assert [r.name for r in rows] == ["mlp", "cnn"]
+    with Image.open(tmp_path / "comparison.png") as image:
+        assert image.size[1] > image.size[0] / 2  # two rows of curves
+
+
+def test_compare_rejects_an_unevaluated_folder(tmp_path):
+    with pytest.raises(DigitsError, match=r"missing config\.json"):
+        compare_runs([tmp_path], tmp_path)
+
+
+def test_same_seed_same_metrics(tmp_path, mnist_path):
+    results = []
+    for name in ("a", "b"):
+        cfg = TrainConfig(model="cnn", epochs=1, limit=500, seed=1, data_dir=str(mnist_path))
+        train_model(cfg, tmp_path / name, verbose=0)
+        metrics = evaluate_run(tmp_path / name)
+        results.append((metrics.accuracy, metrics.loss, metrics.confusion_matrix))
+    assert results[0] == results[1]
+
+
+def test_accuracy_gate_on_a_small_subset(tmp_path, mnist_path):
+    """2,000 images, 5 epochs of batch 32 (measured: 92 %): a broken pipeline cannot pass 90 %."""
+    data = load_dataset("mnist", mnist_path, limit=2000)
+    cfg = TrainConfig(model="cnn", epochs=5, batch_size=32, limit=2000, data_dir=str(mnist_path))
+    train_model(cfg, tmp_path, data=data, verbose=0)
+    assert evaluate_run(tmp_path, data=data).accuracy > 0.90
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Simulates Ctrl-C at the start of a given epoch (0-based)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_best_model_and_resume_continues(tmp_path, mnist_path, monkeypatch):
+    cfg = TrainConfig(model="mlp", epochs=3, limit=300, patience=5, data_dir=str(mnist_path))
+    original_fit = keras.Model.fit
+
+    def fit_with_interrupt(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs["callbacks"], InterruptAt(2)]
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit_with_interrupt)
+    run = train_model(cfg, tmp_path, verbose=0)
+    assert run.interrupted and run.epochs_run == 2
+    assert (tmp_path / "model.keras").is_file() and (tmp_path / "model.h5").is_file()
+
+    monkeypatch.setattr(keras.Model, "fit", original_fit)
+    resumed = train_model(cfg, tmp_path, resume=True, verbose=0)
+    assert not resumed.interrupted and resumed.epochs_run == 3
+    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 3
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, mnist_path):
+    cfg = TrainConfig(model="mlp", epochs=1, limit=100, data_dir=str(mnist_path))
+    train_model(cfg, tmp_path, verbose=0)
+    with pytest.raises(DigitsError, match="already holds a run"):
+        train_model(cfg, tmp_path, verbose=0)
+    with pytest.raises(DigitsError, match="nothing to resume"):
+        train_model(cfg, tmp_path / "empty", resume=True, verbose=0)
