@@ -99,6 +99,7 @@ def train(
     dataset: DatasetOption = "mnist",
     data_dir: DataDirOption = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
+    augment: Annotated[bool, typer.Option(help="Random rotation/shift/zoom in training.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
 ) -> None:
@@ -113,7 +114,7 @@ def train(
         shutil.rmtree(out)
     cfg = TrainConfig(
         model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        val_split=val_split, patience=patience, seed=seed, dataset=dataset,
+        val_split=val_split, patience=patience, seed=seed, dataset=dataset, augment=augment,
         data_dir=str(data_dir) if data_dir else None, limit=limit,
     )  # fmt: skip
     run = train_model(cfg, out, resume=resume, verbose=1 if sys.stdout.isatty() else 2)
@@ -156,6 +157,161 @@ def compare(
         )  # fmt: skip
     console.print(table)
     console.print(f"Report: [bold]{report}[/]")
+
+
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="ONNX file or run folder (default: shipped model).")
+]
+
+
+def _expand_inputs(paths: list[str]) -> list[Path]:
+    """Files, folders (images inside, recursively) and globs the shell did not expand."""
+    from digit_recognizer.preprocess import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for given in paths:
+        matches = sorted(Path().glob(given)) if any(c in given for c in "*?[") else [Path(given)]
+        for path in matches or [Path(given)]:
+            if path.is_dir():
+                found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            else:
+                found.append(path)
+    return found
+
+
+def _save_view(view, folder: Path, source: Path, index: int | None = None) -> Path:
+    """The 28x28 view the model saw, scaled 8x (nearest) so a person can look at it."""
+    import numpy as np
+    from PIL import Image
+
+    from digit_recognizer.artifacts import write_atomic
+
+    suffix = "" if index is None else f"_{index}"
+    image = Image.fromarray(np.clip(view, 0, 255).astype("uint8")).resize((224, 224), 0)
+    return write_atomic(
+        folder / f"{source.stem}{suffix}_28x28.png", lambda tmp: image.save(tmp, "PNG")
+    )
+
+
+def _format_prediction(path: Path, prediction, top_k: int) -> str:
+    line = f"{path}\t{prediction.digit}\t{prediction.confidence:.4f}"
+    if top_k > 1:
+        ranked = sorted(enumerate(prediction.probabilities), key=lambda kv: -kv[1])[:top_k]
+        line += "\t" + " ".join(f"{d}:{p:.4f}" for d, p in ranked)
+    return line
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    model: ModelOption = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    top_k: Annotated[int, typer.Option(min=1, max=10, help="Also list the top K digits.")] = 1,
+    show: Annotated[
+        Path | None, typer.Option(help="Write the 28x28 view the model saw into this folder.")
+    ] = None,
+    multi: Annotated[bool, typer.Option(help="Read a row of digits, left to right.")] = False,
+    preprocess: Annotated[
+        bool, typer.Option(help="MNIST-style preprocessing (--no-preprocess to compare).")
+    ] = True,
+) -> None:
+    """Read handwritten digits from images: prints `path  digit  confidence` per image."""
+    import json
+
+    from digit_recognizer.predict import Recognizer
+
+    recognizer = Recognizer(model)
+    failures = 0
+    for path in _expand_inputs(paths):
+        try:
+            if multi:
+                predictions = recognizer.read_row(path)
+            else:
+                predictions = [recognizer.read(path, preprocessing=preprocess)]
+        except (DigitsError, OSError) as e:
+            print(f"{path}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            failures += 1
+            continue
+        if show:
+            for k, prediction in enumerate(predictions):
+                _save_view(prediction.view, show, path, k if multi else None)
+        if json_lines:
+            record = {"path": str(path), **predictions[0].as_dict()}
+            if multi:
+                record = {
+                    "path": str(path),
+                    "digits": "".join(str(p.digit) for p in predictions),
+                    "items": [p.as_dict() for p in predictions],
+                }
+            print(json.dumps(record))
+        elif multi:
+            confidence = min(p.confidence for p in predictions)
+            print(f"{path}\t{''.join(str(p.digit) for p in predictions)}\t{confidence:.4f}")
+        else:
+            print(_format_prediction(path, predictions[0], top_k))
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
+    model: ModelOption = None,
+) -> None:
+    """Serve the draw-a-digit page and the JSON API (docs at /docs)."""
+    import uvicorn
+
+    from digit_recognizer.web.app import create_app
+
+    application = create_app(model)
+    console.print(f"Serving on http://{host}:{port}  (Ctrl-C to stop)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(help="A run folder or a .keras file.")],
+    out: Annotated[Path | None, typer.Option(help="Default: model.onnx beside it.")] = None,
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    handwriting: Annotated[
+        Path | None, typer.Option(help="Record accuracy on these labelled images in the card.")
+    ] = None,
+) -> None:
+    """Export a trained model to ONNX (checked against Keras) with its model card."""
+    if format != "onnx":
+        raise DigitsError(f"unsupported format {format!r}; only onnx")
+    _quiet_tensorflow()
+    from digit_recognizer.export import export_onnx
+
+    path, card = export_onnx(source, out, handwriting)
+    console.print(f"Wrote {path} (max |ONNX - Keras| = {card['onnx_max_abs_diff_vs_keras']:.1e})")
+
+
+@app.command("evaluate-images")
+def evaluate_images(
+    folder: Annotated[Path, typer.Argument(help="Labelled images (7_name.png or 7/name.png).")],
+    model: ModelOption = None,
+    out: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+) -> None:
+    """Accuracy on a folder of labelled images, with and without preprocessing."""
+    from digit_recognizer.artifacts import write_json
+    from digit_recognizer.evaluate import evaluate_images as score
+
+    if not folder.is_dir():
+        raise DigitsError(f"{folder} is not a folder")
+    with_pre, without = score(folder, model, True), score(folder, model, False)
+    table = Table(title=f"{folder}: {with_pre['images']} images")
+    for column in ("preprocessing", "accuracy", "correct", "no digit found"):
+        table.add_column(column, justify="right")
+    for report in (with_pre, without):
+        table.add_row(
+            "on" if report["preprocessing"] else "off", f"{report['accuracy']:.2%}",
+            str(report["correct"]), str(report["no_digit"]),
+        )  # fmt: skip
+    console.print(table)
+    if out:
+        write_json(out, {"with_preprocessing": with_pre, "without_preprocessing": without})
 
 
 def main() -> None:

@@ -140,3 +140,54 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
     metrics, probabilities = evaluate(model, data)
     write_report(run_dir, metrics, probabilities, data)
     return metrics
+
+
+# --- Images that are not MNIST --------------------------------------------------------
+
+
+def label_from_name(path: Path) -> int | None:
+    """`7_kristi_03.jpg` or `7/anything.png` is a 7; None if neither names a digit."""
+    for candidate in (path.name[:1], path.parent.name):
+        if len(candidate) == 1 and candidate.isdigit():
+            return int(candidate)
+    return None
+
+
+def evaluate_images(folder: Path, model: str | Path | None = None, preprocessing: bool = True):
+    """Accuracy of an ONNX model on a folder of labelled images (label in the file name).
+
+    Returns a dict: accuracy, images, correct, no_digit (images where preprocessing found no
+    digit; they count as wrong), per_source accuracy (the name's second field) and mistakes.
+    """
+    from digit_recognizer.predict import Recognizer
+    from digit_recognizer.preprocess import IMAGE_SUFFIXES
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    labelled = [(p, label_from_name(p)) for p in files]
+    labelled = [(p, y) for p, y in labelled if y is not None]
+    if not labelled:
+        raise DigitsError(f"{folder}: no labelled images (name them like 7_anything.png)")
+    recognizer = Recognizer(model)
+    per_source: dict[str, list[int]] = {}
+    mistakes, no_digit = [], 0
+    for path, label in labelled:
+        try:
+            digit = recognizer.read(path, preprocessing=preprocessing).digit
+        except DigitsError:
+            digit, no_digit = -1, no_digit + 1
+        source = path.stem.split("_")[1] if path.stem.count("_") >= 2 else "all"
+        per_source.setdefault(source, []).append(int(digit == label))
+        if digit != label:
+            mistakes.append({"file": str(path), "label": label, "predicted": digit})
+    correct = sum(sum(hits) for hits in per_source.values())
+    return {
+        "model": str(recognizer.model_path),
+        "folder": str(folder),
+        "preprocessing": preprocessing,
+        "images": len(labelled),
+        "correct": correct,
+        "accuracy": correct / len(labelled),
+        "no_digit": no_digit,
+        "per_source": {k: float(np.mean(v)) for k, v in sorted(per_source.items())},
+        "mistakes": mistakes,
+    }

@@ -69,6 +69,32 @@ def build_cnn() -> keras.Model:
     )
 
 
+def augmentation(rotation: float, shift: float, zoom: float, seed: int) -> keras.Sequential:
+    """Random rotation (degrees), shift and zoom (fractions of the image), as Keras
+    preprocessing layers: active in `fit`, identity at inference and in exported models."""
+    return keras.Sequential(
+        [
+            layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
+            layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
+        ],
+        name="augmentation",
+    )
+
+
+def with_augmentation(model: keras.Model, augment: keras.Sequential) -> keras.Model:
+    """Put the augmentation block in front of `model`; parameters are unchanged."""
+    return keras.Sequential([keras.Input(shape=INPUT_SHAPE), augment, model], name=model.name)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model without its training-only augmentation block (for export): exporting the
+    wrapper would trace the random ops, which ONNX cannot run."""
+    if model.layers and model.layers[0].name == "augmentation":
+        return model.layers[1]
+    return model
+
+
 def model_names() -> list[str]:
     return sorted(MODEL_BUILDERS)
 

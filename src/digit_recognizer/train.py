@@ -24,7 +24,7 @@ import numpy as np
 from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
 from digit_recognizer.data import Dataset, load_dataset, split_validation
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.models import build_model
+from digit_recognizer.models import augmentation, build_model, with_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class TrainConfig:
     val_split: float = 0.1  # fraction of the training set held out to choose epochs
     patience: int = 3  # epochs without val_loss improvement before stopping
     lr_factor: float = 0.3  # ReduceLROnPlateau: multiply the rate by this when val_loss stalls
+    augment: bool = False  # random rotation/shift/zoom of training images (not validation)
+    rotation: float = 10.0  # augmentation: max rotation, degrees
+    shift: float = 0.1  # augmentation: max shift, fraction of the image
+    zoom: float = 0.1  # augmentation: max zoom in or out, fraction
     seed: int = 42
     dataset: str = "mnist"
     data_dir: str | None = None  # None: DIGITS_DATA_DIR, cache, or download
@@ -203,6 +207,8 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     # Built before the data loads, so an unknown model name fails at once.
     model = keras.models.load_model(out_dir / "last.keras") if resume else build_model(cfg.model)
+    if cfg.augment and not resume:
+        model = with_augmentation(model, augmentation(cfg.rotation, cfg.shift, cfg.zoom, cfg.seed))
     if data is None:
         data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
     x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_split, cfg.seed)

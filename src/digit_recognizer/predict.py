@@ -1,0 +1,112 @@
+"""Read digits from images with ONNX Runtime. Never imports TensorFlow, so it starts fast.
+
+recognizer = Recognizer()              # the shipped model, session created once
+prediction = recognizer.read("seven.jpg")
+prediction.digit, prediction.confidence
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digit_recognizer import preprocess as pp
+from digit_recognizer.errors import DigitsError
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MODEL = ASSETS / "model.onnx"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One digit read from an image."""
+
+    digit: int
+    confidence: float
+    probabilities: list[float]  # ten values, digits 0-9
+    view: np.ndarray  # (28, 28) float32: what the model saw
+    box: tuple[int, int, int, int] | None = None  # where in the image (--multi), px
+
+    def as_dict(self) -> dict:
+        result = {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+        }
+        if self.box is not None:
+            result["box"] = list(self.box)
+        return result
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """None or 'default': the shipped model; else an .onnx file or a run folder holding one."""
+    if model in (None, "default"):
+        return DEFAULT_MODEL
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.onnx"
+    if path.suffix in (".keras", ".h5"):
+        raise DigitsError(f"{model}: predict runs ONNX models; run `digits export {model}` first")
+    if not path.is_file():
+        raise DigitsError(f"model {model} not found (expected an .onnx file or a run folder)")
+    return path
+
+
+def load_card(onnx_path: Path) -> dict:
+    from digit_recognizer.export import card_path
+
+    path = card_path(onnx_path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class Recognizer:
+    """An ONNX Runtime session over one model, plus the shared preprocessing."""
+
+    def __init__(self, model: str | Path | None = None, threads: int = 1):
+        import onnxruntime as ort
+
+        self.model_path = resolve_model(model)
+        options = ort.SessionOptions()
+        # One image is ~5 MFLOP: thread hand-offs cost more than they save, and a server
+        # answers concurrent requests from separate threads anyway.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise DigitsError(f"{self.model_path}: not a loadable ONNX model ({e})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.card = load_card(self.model_path)
+
+    def probabilities(self, views: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) float32 0-255 -> (N, 10) probabilities."""
+        batch = np.asarray(views, np.float32).reshape(-1, 28, 28, 1)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def _prediction(self, view: np.ndarray, probabilities: np.ndarray, box=None) -> Prediction:
+        digit = int(np.argmax(probabilities))
+        return Prediction(
+            digit=digit,
+            confidence=float(probabilities[digit]),
+            probabilities=[float(p) for p in probabilities],
+            view=view,
+            box=box,
+        )
+
+    def read(self, source, preprocessing: bool = True) -> Prediction:
+        """Read one digit from an image (bytes, path, PIL image or grey array)."""
+        view = pp.preprocess(source) if preprocessing else pp.naive_resize(source)
+        return self._prediction(view, self.probabilities(view[np.newaxis])[0])
+
+    def read_row(self, source) -> list[Prediction]:
+        """Read a row of digits (e.g. a photographed '2025'), left to right."""
+        digits = pp.split_digits(source)
+        probabilities = self.probabilities(np.stack([d.image for d in digits]))
+        return [
+            self._prediction(d.image, p, d.box) for d, p in zip(digits, probabilities, strict=True)
+        ]

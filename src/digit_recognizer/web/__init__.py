@@ -1,0 +1,1 @@
+"""The web app: FastAPI routes and the static draw-a-digit page."""

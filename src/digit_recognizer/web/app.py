@@ -1,0 +1,176 @@
+"""The web app: a draw-a-digit page and a JSON API over the ONNX recognizer.
+
+Routes: `/` (the page), `POST /api/predict`, `GET /api/health`, `GET /api/model`, `/docs`.
+Bad input never gives a 500: every error is a 4xx with {"error": "..."}.
+Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from digit_recognizer import __version__
+from digit_recognizer import preprocess as pp
+from digit_recognizer.predict import Recognizer
+
+STATIC = Path(__file__).parent / "static"
+MAX_BYTES = 5 * 1024 * 1024  # largest upload we read (413 beyond)
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "description": "data: URL"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class HTTPProblem(Exception):
+    """An error answered as {"error": message} with a 4xx status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The request body, refusing (413) past max_bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPProblem(413, f"request body over the {max_bytes:,}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise HTTPProblem(413, f"request body over the {max_bytes:,}-byte limit")
+    return bytes(body)
+
+
+def decode_data_url(text: object) -> bytes:
+    """'data:image/png;base64,....' (or bare base64) -> bytes."""
+    if not isinstance(text, str) or not text:
+        raise HTTPProblem(400, 'JSON body needs "image": a data: URL or base64 string')
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPProblem(400, "image is not valid base64") from None
+
+
+async def image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The uploaded image from a multipart form, a JSON data URL, or a raw image body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("multipart/form-data", "application/json") and not (
+        content_type.startswith("image/") or content_type == "application/octet-stream"
+    ):
+        raise HTTPProblem(415, f"unsupported content type {content_type or '(none)'!r}")
+    body = await read_limited(request, max_bytes)
+    if not body:
+        raise HTTPProblem(400, "empty request body")
+    if content_type == "application/json":
+        try:
+            document = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HTTPProblem(400, "body is not valid JSON") from None
+        data = decode_data_url(document.get("image") if isinstance(document, dict) else None)
+    elif content_type == "multipart/form-data":
+
+        async def replay() -> dict:  # the stream is spent: hand the parser the bytes we read
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+        except Exception as e:  # malformed multipart: missing boundary, bad framing, ...
+            raise HTTPProblem(400, f"malformed multipart body ({e})") from None
+        upload = form.get("image") or form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPProblem(400, 'multipart body needs a file field named "image"')
+        data = await upload.read()
+    else:
+        data = body
+    if not data:
+        raise HTTPProblem(400, "empty image")
+    return data
+
+
+def view_png(view: np.ndarray) -> str:
+    """The 28x28 view as a base64 PNG, for the page to show what the model saw."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(view, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def create_app(
+    model: str | Path | None = None, max_bytes: int = MAX_BYTES, max_pixels: int = pp.MAX_PIXELS
+) -> FastAPI:
+    """The app, with one ONNX Runtime session shared by all requests."""
+    recognizer = Recognizer(model)
+    app = FastAPI(title="digit-recognizer", version=__version__)
+
+    @app.exception_handler(HTTPProblem)
+    async def problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    def predict_bytes(data: bytes) -> dict:
+        start = time.perf_counter()
+        try:
+            image = pp.open_image(data, max_pixels=max_pixels)
+            prediction = recognizer.read(image)
+        except pp.ImageTooLargeError as e:
+            raise HTTPProblem(413, str(e)) from None
+        except pp.ImageError as e:
+            raise HTTPProblem(400, str(e)) from None
+        except pp.NoDigitError as e:
+            raise HTTPProblem(422, str(e)) from None
+        return {
+            **prediction.as_dict(),
+            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
+            "view_png": view_png(prediction.view),
+        }
+
+    @app.post("/api/predict", openapi_extra=PREDICT_BODY)
+    async def api_predict(request: Request) -> JSONResponse:
+        """Read the digit in an image: multipart (field "image"), JSON data URL, or raw image."""
+        data = await image_bytes(request, max_bytes)
+        return JSONResponse(await run_in_threadpool(predict_bytes, data))
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__, "model": recognizer.model_path.name}
+
+    @app.get("/api/model")
+    def model_card() -> dict:
+        return recognizer.card or {"model_file": recognizer.model_path.name}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

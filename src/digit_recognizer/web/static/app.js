@@ -1,0 +1,185 @@
+// Draw-a-digit page: Pointer Events drawing (mouse, touch, pen), undo/clear, debounced live
+// prediction, probability bars, the 28x28 view the model saw, and photo upload.
+"use strict";
+
+const canvas = document.getElementById("pad");
+const ctx = canvas.getContext("2d");
+const $ = (id) => document.getElementById(id);
+const strokes = [];  // each stroke: [{x, y}, ...] in canvas pixels; redrawn on undo
+let current = null;
+let timer = null;
+let requestId = 0;
+
+// A brush about as thick, relative to the digit, as MNIST's pen: round ends, soft edge.
+const BRUSH = { width: 18, blur: 2 };
+
+function resetCanvas() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function drawStroke(points) {
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = BRUSH.width;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.shadowColor = "#000";
+  ctx.shadowBlur = BRUSH.blur;
+  ctx.beginPath();
+  ctx.moveTo(points[0].x, points[0].y);
+  for (const p of points.slice(1)) ctx.lineTo(p.x, p.y);
+  if (points.length === 1) ctx.lineTo(points[0].x + 0.1, points[0].y);
+  ctx.stroke();
+}
+
+function redraw() {
+  resetCanvas();
+  strokes.forEach(drawStroke);
+}
+
+function point(event) {
+  const box = canvas.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * canvas.width) / box.width,
+    y: ((event.clientY - box.top) * canvas.height) / box.height,
+  };
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  current = [point(event)];
+  strokes.push(current);
+  redraw();
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  for (const e of event.getCoalescedEvents ? event.getCoalescedEvents() : [event]) {
+    current.push(point(e));
+  }
+  redraw();
+  schedulePrediction(150);
+});
+
+function endStroke() {
+  if (!current) return;
+  current = null;
+  schedulePrediction(0);
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+function undo() {
+  strokes.pop();
+  redraw();
+  strokes.length ? schedulePrediction(0) : showEmpty();
+}
+
+function clearAll() {
+  strokes.length = 0;
+  redraw();
+  showEmpty();
+}
+
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") {
+    event.preventDefault();
+    undo();
+  } else if (event.key === "Escape" || event.key === "Delete") {
+    clearAll();
+  }
+});
+
+function schedulePrediction(delay) {
+  clearTimeout(timer);
+  timer = setTimeout(() => {
+    send(JSON.stringify({ image: canvas.toDataURL("image/png") }), { "Content-Type": "application/json" });
+  }, delay);
+}
+
+async function send(body, headers) {
+  const id = ++requestId;
+  try {
+    const response = await fetch("/api/predict", { method: "POST", body, headers });
+    const result = await response.json();
+    if (id !== requestId) return;  // a newer drawing is on its way
+    response.ok ? show(result) : showError(result.error || response.statusText);
+  } catch (error) {
+    if (id === requestId) showError(String(error));
+  }
+}
+
+function buildBars() {
+  const list = $("bars");
+  for (let d = 0; d < 10; d++) {
+    const item = document.createElement("li");
+    item.innerHTML = `<span class="label">${d}</span><span class="track"><span class="fill"></span></span><span class="value"></span>`;
+    list.appendChild(item);
+  }
+}
+
+function setBars(probabilities) {
+  const best = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
+  [...$("bars").children].forEach((item, d) => {
+    const p = probabilities ? probabilities[d] : 0;
+    item.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    item.querySelector(".value").textContent = probabilities ? `${(100 * p).toFixed(1)}%` : "";
+    item.classList.toggle("top", d === best);
+  });
+}
+
+function show(result) {
+  $("digit").textContent = result.digit;
+  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
+  $("status").textContent = `answered in ${result.latency_ms.toFixed(1)} ms`;
+  $("status").classList.remove("error");
+  $("view").src = `data:image/png;base64,${result.view_png}`;
+  setBars(result.probabilities);
+}
+
+function showError(message) {
+  $("digit").textContent = "?";
+  $("confidence").textContent = "";
+  $("status").textContent = message;
+  $("status").classList.add("error");
+  setBars(null);
+}
+
+function showEmpty() {
+  clearTimeout(timer);
+  requestId++;
+  $("digit").textContent = "?";
+  $("confidence").textContent = "";
+  $("status").textContent = "Waiting for a digit.";
+  $("status").classList.remove("error");
+  $("view").removeAttribute("src");
+  setBars(null);
+}
+
+function upload(file) {
+  if (!file) return;
+  const form = new FormData();
+  form.append("image", file);
+  clearAll();
+  send(form, {});
+}
+
+$("file").addEventListener("change", (event) => upload(event.target.files[0]));
+const drop = $("drop");
+["dragenter", "dragover"].forEach((type) =>
+  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((type) =>
+  drop.addEventListener(type, () => drop.classList.remove("over")));
+drop.addEventListener("drop", (event) => { event.preventDefault(); upload(event.dataTransfer.files[0]); });
+
+fetch("/api/model").then((r) => r.json()).then((card) => {
+  const accuracy = card.test_accuracy ? `, MNIST test accuracy ${(100 * card.test_accuracy).toFixed(2)}%` : "";
+  $("model").textContent = `model: ${card.model_file || "?"}${accuracy}`;
+}).catch(() => {});
+
+buildBars();
+resetCanvas();
+showEmpty();

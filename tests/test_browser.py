@@ -1,0 +1,170 @@
+"""End to end in a real headless Chromium: draw digits with the mouse and by touch, upload a
+photo, and read the page's answer. Screenshots land in test-artifacts/ for a person to see."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+HANDWRITING = Path(__file__).resolve().parents[1] / "data" / "handwriting"
+
+if CHROMIUM is None and os.environ.get("DIGITS_REQUIRE_BROWSER"):
+    pytest.fail("chromium is required here (DIGITS_REQUIRE_BROWSER is set)", pytrace=False)
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
+
+# Pen paths in a unit box (x right, y down); each digit is a list of strokes.
+ELLIPSE = [(0.5 + 0.38 * math.sin(a), 0.5 - 0.47 * math.cos(a))
+           for a in (k / 24 * 2 * math.pi for k in range(25))]  # fmt: skip
+DRAWINGS = {
+    0: [ELLIPSE],
+    1: [[(0.5, 0.03), (0.5, 0.97)]],
+    4: [[(0.62, 0.97), (0.62, 0.03), (0.1, 0.66), (0.9, 0.66)]],
+    7: [[(0.1, 0.06), (0.9, 0.06), (0.4, 0.97)]],
+}
+# Large and off-centre: each digit fills most of the pad's height, pushed to one side.
+BOXES = {0: (0.05, 0.08, 0.5, 0.85), 1: (0.62, 0.1, 0.3, 0.85), 4: (0.4, 0.05, 0.55, 0.7),
+         7: (0.08, 0.3, 0.55, 0.65)}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digit_recognizer", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/health", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"server did not start: {process.stdout.read().decode()[-2000:]}")
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def pad_points(page, stroke, box):
+    pad = page.locator("#pad").bounding_box()
+    left, top, width, height = box
+    return [
+        (
+            pad["x"] + (left + x * width) * pad["width"],
+            pad["y"] + (top + y * height) * pad["height"],
+        )
+        for x, y in stroke
+    ]
+
+
+def draw_with_mouse(page, digit: int) -> None:
+    for stroke in DRAWINGS[digit]:
+        points = pad_points(page, stroke, BOXES[digit])
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=6)
+        page.mouse.up()
+
+
+def draw_with_touch(page, digit: int) -> None:
+    cdp = page.context.new_cdp_session(page)
+    for stroke in DRAWINGS[digit]:
+        points = pad_points(page, stroke, BOXES[digit])
+        touch = lambda kind, x, y: cdp.send(  # noqa: E731
+            "Input.dispatchTouchEvent",
+            {"type": kind, "touchPoints": [] if kind == "touchEnd" else [{"x": x, "y": y}]},
+        )
+        touch("touchStart", *points[0])
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
+            for k in range(1, 7):
+                touch("touchMove", x0 + (x1 - x0) * k / 6, y0 + (y1 - y0) * k / 6)
+        touch("touchEnd", 0, 0)
+
+
+def test_draw_digits_with_the_mouse(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.goto(server)
+    expect(page.locator("#model")).to_contain_text("model.onnx")
+    ARTIFACTS.mkdir(exist_ok=True)
+    for digit in DRAWINGS:
+        page.keyboard.press("Escape")
+        expect(page.locator("#digit")).to_have_text("?")
+        draw_with_mouse(page, digit)
+        expect(page.locator("#digit")).to_have_text(str(digit), timeout=5000)
+        expect(page.locator("#view")).to_have_attribute("src", re.compile(r"^data:image/png"))
+        page.screenshot(path=ARTIFACTS / f"browser_mouse_{digit}.png")
+    # Undo takes the last stroke away: the pad is empty again and the answer resets.
+    page.keyboard.press("Control+z")
+    expect(page.locator("#digit")).to_have_text("?")
+    page.close()
+
+
+def test_draw_by_touch_on_a_phone(server, browser):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                  is_mobile=True, device_scale_factor=2)  # fmt: skip
+    page = context.new_page()
+    page.goto(server)
+    assert page.locator("#pad").bounding_box()["width"] <= 390  # fits the phone
+    draw_with_touch(page, 7)
+    expect(page.locator("#digit")).to_have_text("7", timeout=5000)
+    page.screenshot(path=ARTIFACTS / "browser_phone_7.png", full_page=True)
+    context.close()
+
+
+def test_upload_a_photo(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(server)
+    photo = sorted(HANDWRITING.glob("3_*.jpg"))[0]
+    page.set_input_files("#file", str(photo))
+    expect(page.locator("#digit")).to_have_text("3", timeout=5000)
+    page.set_input_files("#file", str(Path(__file__)))  # not an image
+    expect(page.locator("#status")).to_contain_text("not a readable image")
+    page.screenshot(path=ARTIFACTS / "browser_upload.png")
+    page.close()

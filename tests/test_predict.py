@@ -1,0 +1,123 @@
+"""Reading digits with the shipped ONNX model: MNIST, the handwriting set, rows, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digit_recognizer.errors import DigitsError
+from digit_recognizer.predict import DEFAULT_MODEL, Recognizer, resolve_model
+
+REPO = Path(__file__).resolve().parents[1]
+HANDWRITING = REPO / "data" / "handwriting"
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+def test_shipped_model_and_card_are_in_the_package(recognizer):
+    assert DEFAULT_MODEL.is_file() and recognizer.model_path == DEFAULT_MODEL
+    card = recognizer.card
+    assert card["test_accuracy"] > 0.99 and card["parameters"] == 225_034
+    assert card["training"]["augment"] is True and card["data"]["dataset"] == "mnist"
+    assert card["handwriting"]["accuracy_with_preprocessing"] >= 0.95
+
+
+def test_mnist_through_preprocessing(recognizer, small_mnist):
+    images, labels = small_mnist.x_test[:300], small_mnist.y_test[:300]
+    hits = [
+        recognizer.read(x.astype(np.float32)).digit == y
+        for x, y in zip(images, labels, strict=True)
+    ]
+    assert np.mean(hits) > 0.97
+
+
+def test_handwriting_set_accuracy_and_what_preprocessing_buys():
+    from digit_recognizer.evaluate import evaluate_images
+
+    with_pre = evaluate_images(HANDWRITING, preprocessing=True)
+    without = evaluate_images(HANDWRITING, preprocessing=False)
+    assert with_pre["images"] == 660 and len(with_pre["per_source"]) == 19
+    assert with_pre["accuracy"] >= 0.95
+    assert with_pre["accuracy"] > without["accuracy"] + 0.3
+
+
+def test_reads_a_row_of_digits(recognizer, small_mnist):
+    picks = [np.flatnonzero(small_mnist.y_test == d)[1] for d in (2, 0, 2, 5)]
+    row = np.full((100, 430), 250.0, np.float32)
+    for k, index in enumerate(picks):
+        big = np.asarray(Image.fromarray(small_mnist.x_test[index]).resize((84, 84)), np.float32)
+        row[8:92, 10 + 105 * k : 94 + 105 * k] -= big * 0.9
+    image = Image.fromarray(np.clip(row, 0, 255).astype(np.uint8))
+    assert "".join(str(p.digit) for p in recognizer.read_row(image)) == "2025"
+
+
+def test_model_resolution_errors(tmp_path):
+    with pytest.raises(DigitsError, match="run `digits export"):
+        resolve_model(tmp_path / "model.keras")
+    with pytest.raises(DigitsError, match="not found"):
+        resolve_model(tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(DigitsError, match="not a loadable ONNX model"):
+        Recognizer(tmp_path / "bad.onnx")
+
+
+def test_export_matches_keras(tmp_path, mnist_path):
+    import keras
+
+    from digit_recognizer import TrainConfig, train_model
+    from digit_recognizer.export import export_onnx
+
+    cfg = TrainConfig(model="cnn", epochs=1, limit=300, augment=True, data_dir=str(mnist_path))
+    train_model(cfg, tmp_path, verbose=0)
+    onnx_path, card = export_onnx(tmp_path)
+    assert card["onnx_max_abs_diff_vs_keras"] <= 1e-4
+    from digit_recognizer.data import load_dataset
+
+    x = load_dataset("mnist", mnist_path, limit=64).x_test.astype(np.float32)
+    model = keras.models.load_model(tmp_path / "model.keras")
+    expected = np.asarray(model(x[..., None], training=False))
+    assert np.abs(Recognizer(onnx_path).probabilities(x) - expected).max() <= 1e-4
+
+
+def digits(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "digit_recognizer", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_predict_command_files_folders_and_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "README.md").write_text("a folder's non-images are skipped")
+    for path in sorted(HANDWRITING.glob("7_*"))[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    views = tmp_path / "views"
+    result = digits("predict", str(folder), str(tmp_path / "notes.txt"), "--top-k", "2",
+                    "--show", str(views))  # fmt: skip
+    assert result.returncode == 1  # one file failed...
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3  # ...and the others went on
+    assert all(line.split("\t")[1] == "7" for line in lines)
+    assert (
+        result.stderr.strip()
+        == f"{tmp_path / 'notes.txt'}: error: not a readable image (unknown format)"
+    )
+    assert len(list(views.glob("*_28x28.png"))) == 3
+
+
+def test_predict_json_lines():
+    path = sorted(HANDWRITING.glob("4_*"))[0]
+    result = digits("predict", str(path), "--json")
+    record = json.loads(result.stdout)
+    assert result.returncode == 0 and record["digit"] == 4 and len(record["probabilities"]) == 10

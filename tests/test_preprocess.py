@@ -1,0 +1,177 @@
+"""Preprocessing: any image in, an MNIST-like 28x28 digit out, or a documented error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from digit_recognizer import preprocess as pp
+from digit_recognizer.errors import DigitsError
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def paper_photo(mnist_digit: np.ndarray, size: int = 300, corner=(30, 40)) -> Image.Image:
+    """A MNIST digit as dark ink on light paper, 6x larger, off-centre on a big canvas."""
+    big = Image.fromarray(mnist_digit).resize((168, 168), Image.Resampling.BICUBIC)
+    canvas = np.full((size, size), 235, np.float32)
+    top, left = corner
+    canvas[top : top + 168, left : left + 168] -= np.asarray(big, np.float32) * 0.85
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+
+
+def center_of_mass(view: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(view.shape)
+    return (rows * view).sum() / view.sum(), (cols * view).sum() / view.sum()
+
+
+@pytest.fixture(scope="module")
+def digits(small_mnist):
+    return small_mnist.x_test[:20]
+
+
+def test_mnist_digits_pass_through_almost_unchanged(digits):
+    for digit in digits:
+        view = pp.preprocess(digit.astype(np.float32))
+        assert view.shape == (28, 28) and view.dtype == np.float32
+        assert np.abs(view - digit).mean() < 6  # grey levels, out of 255
+
+
+def test_photo_is_inverted_cropped_scaled_and_centred(digits):
+    for k, digit in enumerate(digits[:8]):
+        view = pp.preprocess(encode(paper_photo(digit, corner=(10 + 9 * k, 100 - 9 * k))))
+        ys, xs = np.nonzero(view > 30)
+        assert max(np.ptp(ys), np.ptp(xs)) + 1 in (19, 20, 21)  # longer side ~20 px
+        cy, cx = center_of_mass(view)
+        assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+        assert view[0].max() < 1 and view[:, 0].max() < 1  # black border, light ink
+        # Same digit as MNIST presents it: the views correlate strongly.
+        assert (
+            np.corrcoef(view.ravel(), pp.preprocess(digit.astype(np.float32)).ravel())[0, 1] > 0.8
+        )
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_every_common_format(digits, fmt):
+    image = paper_photo(digits[0])
+    reference = pp.preprocess(encode(image, "PNG"))
+    view = pp.preprocess(encode(image, fmt))
+    assert np.abs(view - reference).mean() < 12
+
+
+def test_exif_orientation_is_applied(digits):
+    upright = paper_photo(digits[1])
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # how a phone stores it sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = pp.preprocess(encode(stored, "JPEG", exif=exif.tobytes(), quality=95))
+    plain = pp.preprocess(encode(upright, "JPEG", quality=95))
+    assert np.abs(rotated - plain).mean() < 12
+
+
+def test_transparent_background_is_white_paper(digits):
+    ink = np.asarray(Image.fromarray(digits[2]).resize((140, 140)), np.uint8)
+    rgba = np.zeros((140, 140, 4), np.uint8)  # black ink, alpha = ink coverage
+    rgba[..., 3] = ink
+    view = pp.preprocess(encode(Image.fromarray(rgba, "RGBA")))
+    assert (
+        np.corrcoef(view.ravel(), pp.preprocess(digits[2].astype(np.float32)).ravel())[0, 1] > 0.8
+    )
+
+
+def test_sixteen_bit_grey(digits):
+    wide = (np.asarray(paper_photo(digits[3]), np.uint16) * 257).astype(np.uint16)
+    view = pp.preprocess(encode(Image.fromarray(wide)))  # uint16 -> mode I;16
+    reference = pp.preprocess(encode(paper_photo(digits[3])))
+    assert np.abs(view - reference).mean() < 3
+
+
+def test_marker_and_hairline_come_out_alike(digits):
+    from scipy import ndimage
+
+    big = np.asarray(Image.fromarray(digits[4]).resize((224, 224)), np.float32)
+    marker = ndimage.grey_dilation(big, size=15)  # a thick felt-tip
+    hairline = np.where(ndimage.grey_erosion(big, size=9) > 128, 255.0, 0.0)  # a fine pen
+    widths = []
+    for image in (marker, hairline):
+        view = pp.preprocess(image)
+        widths.append(pp.stroke_width(view > 100))
+    assert all(1.5 < w < 5.0 for w in widths), widths
+
+
+@pytest.mark.parametrize("level", [0, 128, 255])
+def test_blank_images_are_no_digit(level):
+    with pytest.raises(pp.NoDigitError, match="no digit found"):
+        pp.preprocess(encode(Image.new("L", (200, 200), level)))
+
+
+def test_faint_paper_noise_is_no_digit():
+    noise = np.random.default_rng(0).normal(200, 3, (200, 200))
+    with pytest.raises(pp.NoDigitError):
+        pp.preprocess(np.clip(noise, 0, 255).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", pp.ImageError),
+        (b"this is not an image", pp.ImageError),
+        (encode(Image.new("L", (64, 64), 255))[:40], pp.ImageError),  # truncated PNG
+    ],
+)
+def test_unreadable_input(data, error):
+    with pytest.raises(error):
+        pp.preprocess(data)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("L", (10_000, 5_000), 255))  # 50 Mpx of white, ~50 kB as PNG
+    assert len(bomb) < 200_000
+    with pytest.raises(pp.ImageTooLargeError, match="over the 40,000,000-pixel limit"):
+        pp.preprocess(bomb)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_raise_documented_errors(data):
+    try:
+        view = pp.preprocess(data)
+    except DigitsError:
+        return
+    assert view.shape == (28, 28)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 120), st.integers(1, 120))),
+    st.sampled_from(["PNG", "JPEG", "BMP"]),
+)
+def test_random_images_give_a_digit_view_or_no_digit(pixels, fmt):
+    try:
+        view = pp.preprocess(encode(Image.fromarray(pixels), fmt))
+    except (pp.NoDigitError, pp.ImageError):
+        return
+    assert view.shape == (28, 28) and np.isfinite(view).all()
+    assert view.min() >= 0 and view.max() <= 255
+
+
+def test_split_digits_reads_left_to_right(digits, small_mnist):
+    # 2, 0, 2, 5 from the MNIST test set, side by side on paper, the gaps uneven.
+    picks = [np.flatnonzero(small_mnist.y_test == d)[0] for d in (2, 0, 2, 5)]
+    row = np.full((120, 520), 240.0, np.float32)
+    for k, index in enumerate(picks):
+        big = np.asarray(Image.fromarray(small_mnist.x_test[index]).resize((100, 100)), np.float32)
+        row[10:110, 20 + k * 120 + 5 * k : 120 + k * 120 + 5 * k] -= big * 0.9
+    found = pp.split_digits(Image.fromarray(np.clip(row, 0, 255).astype(np.uint8)))
+    assert len(found) == 4
+    assert [d.box[0] for d in found] == sorted(d.box[0] for d in found)
