@@ -30,7 +30,6 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(help="Folder with the IDX files or mnist.npz (default: DIGITS_DATA_DIR, cache)."),
 ]
-DatasetOption = Annotated[str, typer.Option(help="mnist or fashion-mnist.")]
 
 
 def _quiet_tensorflow() -> None:
@@ -86,37 +85,46 @@ def _metrics_table(title: str, metrics) -> Table:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="Model name: mlp, cnn.")] = "cnn",
-    epochs: Annotated[int, typer.Option(min=1, help="Upper bound; early stopping.")] = 20,
+    recipe: Annotated[str, typer.Option(help="Preset: seed (the seed's) or fast.")] = "seed",
+    model: Annotated[str | None, typer.Option(help="mlp, cnn, fast (default: recipe's).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Upper bound (seed: 20).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Default: 32 for mlp, 128 otherwise.")
     ] = None,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
-    val_split: Annotated[float, typer.Option(help="Validation fraction of train set.")] = 0.1,
-    patience: Annotated[int, typer.Option(min=1, help="EarlyStopping patience.")] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    learning_rate: Annotated[
+        float | None, typer.Option(min=0.0, help="Rate (peak rate for onecycle).")
+    ] = None,
+    schedule: Annotated[str | None, typer.Option(help="plateau or onecycle.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam or adamw.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(min=0.0, max=0.5)] = None,
+    val_split: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
+    patience: Annotated[int | None, typer.Option(min=1, help="EarlyStopping patience.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (42).")] = None,
     limit: Annotated[int | None, typer.Option(min=10, help="Use N train/test images.")] = None,
-    dataset: DatasetOption = "mnist",
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Rotation/shift/zoom.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist or fashion-mnist.")] = None,
     data_dir: DataDirOption = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
-    augment: Annotated[bool, typer.Option(help="Random rotation/shift/zoom in training.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
 ) -> None:
     """Train a model, then evaluate it on the test set. Ctrl-C keeps the best checkpoint."""
     _quiet_tensorflow()
     from digit_recognizer.evaluate import evaluate_run
-    from digit_recognizer.train import TrainConfig
+    from digit_recognizer.train import recipe_config
     from digit_recognizer.train import train as train_model
 
-    out = out or Path("runs") / model
+    cfg = recipe_config(
+        recipe, model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        schedule=schedule, optimizer=optimizer, label_smoothing=label_smoothing,
+        val_split=val_split, patience=patience, seed=seed, limit=limit, augment=augment,
+        dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+    )  # fmt: skip
+    out = out or Path("runs") / cfg.model
     if overwrite and not resume and (out / "config.json").is_file():
         shutil.rmtree(out)
-    cfg = TrainConfig(
-        model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        val_split=val_split, patience=patience, seed=seed, dataset=dataset, augment=augment,
-        data_dir=str(data_dir) if data_dir else None, limit=limit,
-    )  # fmt: skip
     run = train_model(cfg, out, resume=resume, verbose=1 if sys.stdout.isatty() else 2)
     if run.interrupted:
         console.print(f"Interrupted. Best model kept in {out}; continue with --resume.")
@@ -258,15 +266,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
     model: ModelOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes; one per core serves the most requests.")
+    ] = 1,
 ) -> None:
     """Serve the draw-a-digit page and the JSON API (docs at /docs)."""
-    import uvicorn
+    from digit_recognizer.predict import Recognizer
+    from digit_recognizer.web.app import run_server
 
-    from digit_recognizer.web.app import create_app
-
-    application = create_app(model)
-    console.print(f"Serving on http://{host}:{port}  (Ctrl-C to stop)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    Recognizer(model)  # a bad --model fails here, in one line, before any worker starts
+    if model:
+        os.environ["DIGITS_MODEL"] = str(model)
+    console.print(f"Serving on http://{host}:{port} with {workers} worker(s)  (Ctrl-C to stop)")
+    run_server(host, port, workers)
 
 
 @app.command()
@@ -312,6 +324,25 @@ def evaluate_images(
     console.print(table)
     if out:
         write_json(out, {"with_preprocessing": with_pre, "without_preprocessing": without})
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="Reduced sizes, about 2 minutes.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for results.json and results.md.")] = Path(
+        "benchmarks/results"
+    ),
+    data_dir: DataDirOption = None,
+) -> None:
+    """Measure training, inference, cold starts and the server; write JSON and markdown."""
+    _quiet_tensorflow()
+    from digit_recognizer.bench import BenchConfig, run_benchmarks
+
+    cfg = BenchConfig(out=out, quick=quick, data_dir=str(data_dir) if data_dir else None)
+    with console.status("benchmarking") as status:
+        run_benchmarks(cfg, progress=lambda message: status.update(f"benchmarking: {message}"))
+    print((out / "results.md").read_text())  # verbatim: Rich would re-wrap the tables
+    console.print(f"Results: [bold]{out / 'results.json'}[/], {out / 'results.md'}")
 
 
 def main() -> None:

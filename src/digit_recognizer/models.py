@@ -69,6 +69,32 @@ def build_cnn() -> keras.Model:
     )
 
 
+@register("fast")
+def build_fast() -> keras.Model:
+    """The seed CNN with BatchNorm after each pooling (225,418 parameters), for the fast
+    recipe: BN lets it train at a 10x higher rate at batch 512. Valid convolutions keep the
+    28x28 stage cheap; BN sits on the pooled 13x13 and 5x5 maps, where it costs little.
+    Momentum 0.9, not Keras's 0.99: a few hundred steps must settle its statistics."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.BatchNormalization(momentum=0.9),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.BatchNormalization(momentum=0.9),
+            layers.Flatten(),
+            layers.Dropout(0.15),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.3),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="fast",
+    )
+
+
 def augmentation(rotation: float, shift: float, zoom: float, seed: int) -> keras.Sequential:
     """Random rotation (degrees), shift and zoom (fractions of the image), as Keras
     preprocessing layers: active in `fit`, identity at inference and in exported models."""

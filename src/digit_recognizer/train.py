@@ -35,15 +35,76 @@ MONITOR = "val_loss"  # what EarlyStopping and the best checkpoint watch; never 
 # the CNN is fine at 128 and 4x faster per epoch than at 32.
 DEFAULT_BATCH_SIZE = {"mlp": 32}
 
+# Named presets; CLI options override single fields. "seed" is the seed's recipe (Adam,
+# batch 128, early stopping) with ReduceLROnPlateau; "fast" is chosen by the measurements in
+# benchmarks/README.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {},
+    "fast": {
+        "model": "fast",
+        "batch_size": 512,
+        "epochs": 4,
+        "learning_rate": 1e-2,
+        "schedule": "onecycle",
+        "warmup": 0.1,
+        "patience": 4,
+    },
+}
+
+
+def recipe_config(recipe: str, **overrides: Any) -> TrainConfig:
+    """A recipe's TrainConfig with the given fields replaced (None values are ignored)."""
+    if recipe not in RECIPES:
+        raise DigitsError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    fields = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(recipe=recipe, **fields)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or AdamW, with a constant rate (plateau) or a one-cycle schedule: linear warm-up
+    over `warmup` of the steps to `learning_rate`, then cosine decay to 1 % of it."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = cfg.learning_rate
+    if cfg.schedule == "onecycle":
+        total = cfg.epochs * steps_per_epoch
+        warmup = max(1, round(total * cfg.warmup))
+        rate = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 25, max(1, total - warmup), alpha=0.01,
+            warmup_target=cfg.learning_rate, warmup_steps=warmup,
+        )  # fmt: skip
+    elif cfg.schedule != "plateau":
+        raise DigitsError(f"unknown schedule {cfg.schedule!r}; choose plateau or onecycle")
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer != "adam":
+        raise DigitsError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
+    return keras.optimizers.Adam(rate)
+
+
+def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
+    # Keras's sparse cross-entropy has no label smoothing: smoothing needs one-hot targets.
+    if cfg.label_smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def _targets(cfg: TrainConfig, labels: np.ndarray) -> np.ndarray:
+    return keras.utils.to_categorical(labels, 10) if cfg.label_smoothing else labels
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run. Saved as config.json beside the model."""
 
+    recipe: str = "seed"  # the preset these settings started from, see RECIPES
     model: str = "cnn"  # registry name, see models.py
     epochs: int = 20  # upper bound; EarlyStopping usually ends sooner
     batch_size: int | None = None  # None: the model's default, see DEFAULT_BATCH_SIZE
-    learning_rate: float = 1e-3  # Adam
+    learning_rate: float = 1e-3  # Adam's rate; the peak rate with the onecycle schedule
+    schedule: str = "plateau"  # plateau: ReduceLROnPlateau; onecycle: warm up, cosine down
+    warmup: float = 0.25  # onecycle: fraction of all steps spent warming up
+    optimizer: str = "adam"  # adam or adamw
+    weight_decay: float = 1e-4  # adamw only
+    label_smoothing: float = 0.0  # 0.1 moves 10 % of each target's weight to the other classes
     val_split: float = 0.1  # fraction of the training set held out to choose epochs
     patience: int = 3  # epochs without val_loss improvement before stopping
     lr_factor: float = 0.3  # ReduceLROnPlateau: multiply the rate by this when val_loss stalls
@@ -185,6 +246,7 @@ def train(
     data: Dataset | None = None,
     resume: bool = False,
     verbose: int | str = "auto",
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> Run:
     """Train `cfg.model` and write the run directory. Ctrl-C keeps the best checkpoint.
 
@@ -220,9 +282,10 @@ def train(
             log.info("resuming %s from epoch %d", out_dir, len(history.get("loss", [])))
         else:
             _record_config(out_dir, cfg, data, len(x_tr), len(x_val))
+            steps_per_epoch = int(np.ceil(len(x_tr) / cfg.batch_size))
             model.compile(
-                optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                loss="sparse_categorical_crossentropy",
+                optimizer=make_optimizer(cfg, steps_per_epoch),
+                loss=make_loss(cfg),
                 metrics=["accuracy"],
             )
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
@@ -230,19 +293,23 @@ def train(
         early_stopping = ResumableEarlyStopping(
             history, monitor=MONITOR, patience=cfg.patience, restore_best_weights=True
         )
-        plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
-        )
+        callbacks: list[keras.callbacks.Callback] = [checkpoint, early_stopping]
+        if cfg.schedule == "plateau":
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
+                )
+            )
         run = Run(out_dir, cfg)
         try:
             model.fit(
                 _add_channel(x_tr),
-                y_tr,
-                validation_data=(_add_channel(x_val), y_val),
+                _targets(cfg, y_tr),
+                validation_data=(_add_channel(x_val), _targets(cfg, y_val)),
                 epochs=cfg.epochs,
                 initial_epoch=len(history.get("loss", [])),
                 batch_size=cfg.batch_size,
-                callbacks=[checkpoint, early_stopping, plateau],
+                callbacks=callbacks + list(extra_callbacks),
                 verbose=verbose,
             )
         except KeyboardInterrupt:

@@ -1,0 +1,37 @@
+"""`digits bench --quick` runs end to end and writes well-formed results (not timed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "digit_recognizer", "bench", "--quick", "--out", str(out),
+         "--data-dir", str(mnist_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True and results["machine"]["cores"] >= 1
+    assert set(results["training_images_per_s"]) == {"mlp", "cnn", "fast"}
+    assert all(v > 0 for v in results["training_images_per_s"].values())
+    for recipe in ("seed", "fast"):
+        run = results["time_to_accuracy"][recipe]
+        assert set(run["seconds_to"]) == {"0.990", "0.995"}
+        assert 0 <= run["accuracy_after_1_epoch"] <= 1 and run["curve"]
+    for engine in ("keras", "onnxruntime"):
+        figures = results["inference"][engine]
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+        assert figures["batch_images_per_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert results["cold_start"]["predict"]["median_s"] > 0
+    assert results["cold_start"]["serve_ready_s"] > 0
+    levels = results["server"]["levels"]
+    assert [level["concurrency"] for level in levels] == [1, 8, 32]
+    assert all(level["errors"] == 0 and level["requests"] == 60 for level in levels)
+    assert results["server"]["healthy_after"] is True
+    text = (out / "results.md").read_text()
+    assert "## Inference (shipped model)" in text and "| onnxruntime |" in text
