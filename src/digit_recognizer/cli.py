@@ -327,6 +327,52 @@ def evaluate_images(
 
 
 @app.command()
+def ensemble(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Trained run folders.")],
+    out: Annotated[Path, typer.Option(help="Run folder for the ensemble.")] = Path("runs/ensemble"),
+) -> None:
+    """Average several runs' probabilities into one model, then evaluate it."""
+    _quiet_tensorflow()
+    from digit_recognizer.ensemble import build_ensemble
+    from digit_recognizer.evaluate import evaluate_run
+
+    build_ensemble(run_dirs, out)
+    metrics = evaluate_run(out)
+    console.print(_metrics_table(f"ensemble of {len(run_dirs)}", metrics))
+    console.print(
+        f"Ensemble written to [bold]{out}[/]; `digits export {out}` makes one ONNX graph."
+    )
+
+
+@app.command("robustness")
+def robustness_command(
+    models: Annotated[
+        list[str], typer.Argument(help="Run folders or .onnx files ('default': shipped).")
+    ],
+    limit: Annotated[int | None, typer.Option(min=10, help="First N test images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random corruptions.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("runs/robustness"),
+    data_dir: DataDirOption = None,
+) -> None:
+    """Test accuracy under 12 corruptions at 3 severities, models side by side."""
+    _quiet_tensorflow()
+    from digit_recognizer.data import load_dataset
+    from digit_recognizer.robustness import predictor, preprocess_batch, robustness, write_report
+
+    data = load_dataset("mnist", data_dir, limit=limit)
+    results = {}
+    for model in models:
+        name = Path(model).name if model != "default" else "shipped"
+        with console.status(f"corrupting and scoring: {name}"):
+            results[name] = robustness(
+                predictor(model), data.x_test, data.y_test, seed, preprocess_batch
+            )
+    report = write_report(results, out)
+    print(report.read_text())  # verbatim: Rich would re-wrap the table
+    console.print(f"Report: [bold]{report}[/], robustness.json, robustness.png")
+
+
+@app.command()
 def bench(
     quick: Annotated[bool, typer.Option(help="Reduced sizes, about 2 minutes.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for results.json and results.md.")] = Path(

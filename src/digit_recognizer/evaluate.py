@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ class Metrics:
     ms_per_image: float
     test_images: int
     parameters: int
+    ece: float | None = None  # expected calibration error, 15 bins (evaluate_run fills it)
+    ece_calibrated: float | None = None  # after temperature scaling
+    temperature: float | None = None  # fitted on the validation split
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -77,6 +81,66 @@ def evaluate(model, data: Dataset) -> tuple[Metrics, np.ndarray]:
         parameters=int(model.count_params()),
     )
     return metrics, probabilities
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> tuple[float, list[dict]]:
+    """ECE (Guo et al. 2017): |accuracy - confidence| per equal-width confidence bin,
+    weighted by the bin's share of images. Returns the ECE and the bins, for a diagram."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for low, high in itertools.pairwise(edges):
+        inside = (confidence > low) & (confidence <= high)
+        if not inside.any():
+            continue
+        accuracy, mean_confidence = float(correct[inside].mean()), float(confidence[inside].mean())
+        ece += inside.mean() * abs(accuracy - mean_confidence)
+        table.append({"low": float(low), "high": float(high), "count": int(inside.sum()),
+                      "accuracy": accuracy, "confidence": mean_confidence})  # fmt: skip
+    return float(ece), table
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the cross-entropy of softmax(log p / T)."""
+    from scipy.optimize import minimize_scalar
+
+    from digit_recognizer.predict import apply_temperature
+
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        scaled = apply_temperature(probabilities, float(np.exp(log_t)))
+        return float(-np.mean(np.log(scaled[rows, labels] + 1e-12)))
+
+    # Search log T in [log 0.05, log 20]: bounded, and symmetric around T = 1.
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def calibrate(
+    model, data: Dataset, val_split: float, seed: int, test_probabilities: np.ndarray
+) -> dict:
+    """Fit a temperature on the run's own validation split (never the test set) and report
+    the test ECE before and after it."""
+    from digit_recognizer.data import split_validation
+    from digit_recognizer.predict import apply_temperature
+
+    _, _, x_val, y_val = split_validation(data.x_train, data.y_train, val_split, seed)
+    temperature = fit_temperature(predict_probabilities(model, x_val), y_val.astype(int))
+    labels = data.y_test.astype(int)
+    before, bins_before = expected_calibration_error(test_probabilities, labels)
+    calibrated = apply_temperature(test_probabilities, temperature)
+    after, bins_after = expected_calibration_error(calibrated, labels)
+    return {
+        "temperature": temperature,
+        "fitted_on": f"validation split ({len(y_val)} images)",
+        "test_ece": before,
+        "test_ece_calibrated": after,
+        "bins": bins_before,
+        "bins_calibrated": bins_after,
+    }
 
 
 def most_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -138,6 +202,18 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
         data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
     model = keras.models.load_model(model_path)
     metrics, probabilities = evaluate(model, data)
+    calibration = calibrate(model, data, cfg.val_split, cfg.seed, probabilities)
+    metrics = replace(
+        metrics,
+        ece=calibration["test_ece"],
+        ece_calibrated=calibration["test_ece_calibrated"],
+        temperature=calibration["temperature"],
+    )
+    write_json(run_dir / "calibration.json", calibration)
+    plots.reliability_diagram(
+        calibration["bins"], calibration["bins_calibrated"], calibration["temperature"],
+        run_dir / "reliability.png",
+    )  # fmt: skip
     write_report(run_dir, metrics, probabilities, data)
     return metrics
 

@@ -48,13 +48,18 @@ def model_card(run_dir: Path, onnx_path: Path, max_diff: float) -> dict:
         "output": "float32 [batch, 10], softmax probabilities of digits 0-9",
         "versions": library_versions(),
     }
-    for name in ("config.json", "metrics.json", "history.json"):
+    for name in ("config.json", "metrics.json", "history.json", "calibration.json"):
         if not (run_dir / name).is_file():
             continue
         content = read_json(run_dir / name)
         if name == "config.json":
             card["training"] = content["config"]
             card["data"] = content["data"]
+        elif name == "calibration.json":
+            card["calibration"] = {
+                key: content[key]
+                for key in ("temperature", "fitted_on", "test_ece", "test_ece_calibrated")
+            }
         elif name == "metrics.json":
             card["test_accuracy"] = content["accuracy"]
             card["test_macro_f1"] = content["macro_f1"]

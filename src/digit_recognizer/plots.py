@@ -98,3 +98,45 @@ def digit_grid(
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def robustness_bars(mean_accuracy: dict[str, dict[str, float]], path: Path) -> Path:
+    """Mean accuracy over the three severities, one bar per model for each corruption."""
+    models = list(mean_accuracy)
+    corruptions = list(next(iter(mean_accuracy.values())))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(corruptions) * max(1, len(models) / 1.5) + 1))
+    height = 0.8 / len(models)
+    rows = np.arange(len(corruptions))
+    for k, model in enumerate(models):
+        values = [mean_accuracy[model][c] for c in corruptions]
+        ax.barh(rows + k * height, values, height, label=model)
+    ax.set_yticks(rows + height * (len(models) - 1) / 2, corruptions)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy (mean of 3 severities)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Robustness to corruptions")
+    return save_figure(fig, path)
+
+
+def reliability_diagram(
+    bins: list[dict], bins_calibrated: list[dict], temperature: float, path: Path
+) -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling; a
+    perfectly calibrated model sits on the diagonal."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    titles = ("raw", f"temperature {temperature:.2f}")
+    for ax, table, title in zip(axes, (bins, bins_calibrated), titles, strict=True):
+        centres = [(b["low"] + b["high"]) / 2 for b in table]
+        ax.bar(centres, [b["accuracy"] for b in table], width=1 / 15, edgecolor="k",
+               alpha=0.7, label="accuracy")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o", ms=3)
+        ax.set_xlabel("confidence")
+        ax.set_title(f"Reliability: {title}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper left")
+    axes[0].set_ylabel("accuracy")
+    return save_figure(fig, path)

@@ -41,6 +41,16 @@ class Prediction:
         return result
 
 
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling: softmax(log p / T). T > 1 softens over-confident outputs; the
+    ranking, and so the predicted digit, never changes."""
+    if temperature == 1.0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    scaled = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return scaled / scaled.sum(axis=-1, keepdims=True)
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """None or 'default': the shipped model; else an .onnx file or a run folder holding one."""
     if model in (None, "default"):
@@ -82,11 +92,14 @@ class Recognizer:
             raise DigitsError(f"{self.model_path}: not a loadable ONNX model ({e})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.card = load_card(self.model_path)
+        # Fitted on the validation split by `digits evaluate` and carried by the model card.
+        self.temperature = float(self.card.get("calibration", {}).get("temperature", 1.0))
 
     def probabilities(self, views: np.ndarray) -> np.ndarray:
         """(N, 28, 28) float32 0-255 -> (N, 10) probabilities."""
         batch = np.asarray(views, np.float32).reshape(-1, 28, 28, 1)
-        return self.session.run(None, {self.input_name: batch})[0]
+        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        return apply_temperature(probabilities, self.temperature)
 
     def _prediction(self, view: np.ndarray, probabilities: np.ndarray, box=None) -> Prediction:
         digit = int(np.argmax(probabilities))

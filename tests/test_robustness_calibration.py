@@ -1,0 +1,121 @@
+"""Corruptions, calibration (ECE, temperature scaling) and ensembles."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from digit_recognizer import TrainConfig, evaluate_run, train_model
+from digit_recognizer.ensemble import average_models, build_ensemble
+from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
+from digit_recognizer.models import augmentation, build_model, with_augmentation
+from digit_recognizer.predict import apply_temperature
+from digit_recognizer.robustness import CORRUPTIONS, corrupt, robustness
+
+
+@pytest.fixture(scope="module")
+def digits(small_mnist):
+    return small_mnist.x_test[:50]
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corruptions_are_deterministic_and_change_the_image(name, digits):
+    for severity in (1, 2, 3):
+        a, b = corrupt(name, digits, severity, seed=7), corrupt(name, digits, severity, seed=7)
+        assert a.shape == digits.shape and a.dtype == np.uint8
+        assert np.array_equal(a, b)
+        assert np.abs(a.astype(int) - digits).mean() > 0.5, (name, severity)
+
+
+def test_severity_grows(digits):
+    for name in ("gaussian noise (sigma)", "contrast (kept)", "thicken (px)", "blur (sigma px)"):
+        change = [np.abs(corrupt(name, digits, s).astype(int) - digits).mean() for s in (1, 2, 3)]
+        assert change[0] < change[1] < change[2], (name, change)
+
+
+def test_corruptions_do_what_they_say(digits):
+    ink = (digits > 127).sum()
+    assert (corrupt("thicken (px)", digits, 1) > 127).sum() > ink
+    assert (corrupt("thin (px)", digits, 1) > 127).sum() < ink
+    assert np.array_equal(corrupt("inverted polarity", digits, 1), 255 - digits)
+    faint = corrupt("contrast (kept)", digits, 3)
+    assert faint.max() - faint.min() <= 0.15 * 255 + 1
+
+
+def test_robustness_table_for_a_perfect_and_a_constant_model(digits, small_mnist):
+    labels = small_mnist.y_test[:50]
+    lookup = {d.tobytes(): y for d, y in zip(digits.astype(np.float32), labels, strict=True)}
+
+    def oracle(batch):  # knows only the clean images: exactly 100 % on them
+        out = np.zeros((len(batch), 10))
+        for k, image in enumerate(batch):
+            out[k, lookup.get(image.tobytes(), 0)] = 1
+        return out
+
+    result = robustness(oracle, digits, labels)
+    assert result["clean"] == 1.0 and set(result["corruptions"]) == set(CORRUPTIONS)
+    assert result["mean_corrupted"] < 1.0
+    always_one = robustness(lambda b: np.tile(np.eye(10)[1], (len(b), 1)), digits, labels)
+    assert always_one["clean"] == pytest.approx(np.mean(labels == 1))
+
+
+def test_ece_on_a_hand_made_example():
+    # 4 images at confidence 0.9 (3 right) and 4 at confidence 0.6 (all right):
+    # ECE = 0.5 * |0.75 - 0.9| + 0.5 * |1.0 - 0.6| = 0.075 + 0.2 = 0.275
+    probabilities = np.zeros((8, 10))
+    probabilities[:4, 0], probabilities[:4, 1] = 0.9, 0.1
+    probabilities[4:, 0], probabilities[4:, 1] = 0.6, 0.4
+    labels = np.array([0, 0, 0, 1, 0, 0, 0, 0])
+    ece, bins = expected_calibration_error(probabilities, labels, bins=15)
+    assert ece == pytest.approx(0.275)
+    assert sum(b["count"] for b in bins) == 8
+
+
+def test_temperature_recovers_overconfidence_and_keeps_predictions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 10))
+    labels = np.array([rng.choice(10, p=np.exp(row) / np.exp(row).sum()) for row in logits])
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    overconfident = apply_temperature(true, 1 / 3)  # sharpened 3x
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    calibrated = apply_temperature(overconfident, temperature)
+    assert np.array_equal(calibrated.argmax(1), overconfident.argmax(1))
+    assert (
+        expected_calibration_error(calibrated, labels)[0]
+        < expected_calibration_error(overconfident, labels)[0]
+    )
+
+
+def test_ensemble_of_one_equals_the_model_and_averages_two():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
+    a, b = build_model("cnn"), build_model("mlp")
+    assert np.allclose(average_models([a])(x), a(x, training=False), atol=1e-6)
+    expected = (np.asarray(a(x, training=False)) + np.asarray(b(x, training=False))) / 2
+    assert np.allclose(average_models([a, b])(x), expected, atol=1e-6)
+
+
+def test_augmentation_is_off_at_inference():
+    model = with_augmentation(build_model("cnn"), augmentation(30, 0.2, 0.2, seed=0))
+    x = np.random.default_rng(1).uniform(0, 255, (4, 28, 28, 1)).astype(np.float32)
+    assert np.allclose(model(x, training=False), model.layers[1](x, training=False), atol=1e-6)
+    assert not np.allclose(model.layers[0](x, training=True), x)  # it does act in training
+
+
+def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnist_path):
+    for name in ("a", "b"):
+        cfg = TrainConfig(model="cnn", epochs=1, limit=400, data_dir=str(mnist_path))
+        train_model(cfg, tmp_path / name, verbose=0)
+    metrics = evaluate_run(tmp_path / "a")
+    calibration = json.loads((tmp_path / "a" / "calibration.json").read_text())
+    assert metrics.temperature == calibration["temperature"] > 0
+    assert metrics.ece is not None and (tmp_path / "a" / "reliability.png").is_file()
+    build_ensemble([tmp_path / "a", tmp_path / "b"], tmp_path / "ens")
+    ensemble_metrics = evaluate_run(tmp_path / "ens")
+    assert ensemble_metrics.test_images == metrics.test_images
+    loaded = keras.models.load_model(tmp_path / "ens" / "model.keras")
+    assert loaded.count_params() == 2 * 225_034
