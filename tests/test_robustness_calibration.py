@@ -119,3 +119,30 @@ def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnis
     assert ensemble_metrics.test_images == metrics.test_images
     loaded = keras.models.load_model(tmp_path / "ens" / "model.keras")
     assert loaded.count_params() == 2 * 225_034
+
+
+def test_strong_augmentation_trains_and_stays_out_of_inference(tmp_path, mnist_path):
+    from digit_recognizer.train import recipe_config
+
+    cfg = recipe_config("robust", epochs=1, limit=300, data_dir=str(mnist_path))
+    assert cfg.erase and cfg.contrast and cfg.noise  # the recipe turns them on
+    train_model(cfg, tmp_path, verbose=0)
+    trained = keras.models.load_model(tmp_path / "model.keras")
+    names = [layer.name for layer in trained.layers[0].layers]
+    assert any("erasing" in n for n in names) and any("noise" in n for n in names)
+    deployed = keras.models.load_model(tmp_path / "model.h5")  # inference model only
+    assert deployed.count_params() == 225_034 and "augmentation" not in deployed.layers[0].name
+    x = np.random.default_rng(2).uniform(0, 255, (4, 28, 28, 1)).astype(np.float32)
+    assert np.allclose(trained(x, training=False), deployed(x, training=False), atol=1e-5)
+
+
+def test_leaderboard_groups_seeds(tmp_path, mnist_path):
+    from digit_recognizer.compare import leaderboard
+
+    for seed in (1, 2):
+        cfg = TrainConfig(model="mlp", epochs=1, limit=200, seed=seed, data_dir=str(mnist_path))
+        train_model(cfg, tmp_path / f"mlp-s{seed}", verbose=0)
+        evaluate_run(tmp_path / f"mlp-s{seed}")
+    text = leaderboard(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| mlp-s")]
+    assert len(rows) == 1 and "(2 seeds)" in rows[0] and "mlp-s1, mlp-s2" in rows[0]

@@ -327,6 +327,24 @@ def evaluate_images(
 
 
 @app.command()
+def report(
+    runs_root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    robustness_file: Annotated[
+        Path, typer.Option("--robustness", help="robustness.json to take corrupted accuracy from.")
+    ] = Path("runs/robustness/robustness.json"),
+    out: Annotated[Path | None, typer.Option(help="Default: RUNS_ROOT/leaderboard.md.")] = None,
+) -> None:
+    """One markdown leaderboard of every evaluated run (seeds grouped: mean ± std)."""
+    from digit_recognizer.artifacts import write_text
+    from digit_recognizer.compare import leaderboard
+
+    text = "# Leaderboard\n\n" + leaderboard(runs_root, robustness_file)
+    path = write_text(out or runs_root / "leaderboard.md", text)
+    print(text)  # verbatim: Rich would re-wrap the table
+    console.print(f"Leaderboard: [bold]{path}[/]")
+
+
+@app.command()
 def ensemble(
     run_dirs: Annotated[list[Path], typer.Argument(help="Trained run folders.")],
     out: Annotated[Path, typer.Option(help="Run folder for the ensemble.")] = Path("runs/ensemble"),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from digit_recognizer import plots
 from digit_recognizer.artifacts import read_json, write_text
@@ -83,3 +86,51 @@ def compare(run_dirs: list[Path], out_dir: Path) -> tuple[list[RunSummary], Path
         "is the saved model.\n\n![curves](comparison.png)\n"
     )
     return summaries, write_text(out_dir / "report.md", text)
+
+
+# --- Leaderboard of every run ----------------------------------------------------------
+
+
+def _group_key(config: dict) -> str:
+    """Runs that differ only by seed (or where the data lives) are one entry."""
+    settings = {k: v for k, v in config["config"].items() if k not in ("seed", "data_dir")}
+    return json.dumps(settings, sort_keys=True)
+
+
+def leaderboard(runs_root: Path, robustness_file: Path | None = None) -> str:
+    """Markdown: every evaluated run under `runs_root`, seeds of one setting grouped as mean
+    ± std, best first."""
+    runs_root = Path(runs_root)
+    robustness = read_json(robustness_file) if robustness_file and robustness_file.is_file() else {}
+    groups: dict[str, list[Path]] = {}
+    for metrics_path in sorted(runs_root.glob("*/metrics.json")):
+        run = metrics_path.parent
+        if (run / "config.json").is_file():
+            groups.setdefault(_group_key(read_json(run / "config.json")), []).append(run)
+    if not groups:
+        raise DigitsError(f"no evaluated runs under {runs_root}")
+    rows = []
+    for runs in groups.values():
+        metrics = [read_json(run / "metrics.json") for run in runs]
+        accuracy = np.array([m["accuracy"] for m in metrics])
+        corrupted = [robustness[r.name]["mean_corrupted"] for r in runs if r.name in robustness]
+        ece = [m["ece"] for m in metrics if m.get("ece") is not None]
+        seconds = [sum(read_json(r / "history.json").get("epoch_seconds", [])) for r in runs]
+        spread = f" ± {accuracy.std(ddof=1):.2%} ({len(runs)} seeds)" if len(runs) > 1 else ""
+        cells = [
+            ", ".join(run.name for run in runs),
+            read_json(runs[0] / "config.json")["config"]["model"],
+            f"{metrics[0]['parameters']:,}",
+            f"{accuracy.mean():.2%}{spread}",
+            f"{np.mean([m['macro_f1'] for m in metrics]):.4f}",
+            f"{np.mean(ece):.2%}" if ece else "-",
+            f"{np.mean(corrupted):.2%}" if corrupted else "-",
+            f"{np.mean(seconds):.0f} s",
+            f"{np.mean([m['ms_per_image'] for m in metrics]):.3f}",
+        ]
+        rows.append((accuracy.mean(), "| " + " | ".join(cells) + " |\n"))
+    header = (
+        "| runs | model | parameters | test accuracy | macro F1 | ECE | mean corrupted "
+        "| train time | ms/image |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    return header + "".join(row for _, row in sorted(rows, key=lambda r: -r[0]))

@@ -95,17 +95,37 @@ def build_fast() -> keras.Model:
     )
 
 
-def augmentation(rotation: float, shift: float, zoom: float, seed: int) -> keras.Sequential:
-    """Random rotation (degrees), shift and zoom (fractions of the image), as Keras
-    preprocessing layers: active in `fit`, identity at inference and in exported models."""
-    return keras.Sequential(
-        [
-            layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
-            layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
-            layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
-        ],
-        name="augmentation",
-    )
+def augmentation(
+    rotation: float,
+    shift: float,
+    zoom: float,
+    seed: int,
+    erase: float = 0.0,
+    contrast: float = 0.0,
+    noise: float = 0.0,
+) -> keras.Sequential:
+    """Keras preprocessing layers, active in `fit` only (identity at inference and dropped
+    from exported models): random rotation (degrees), shift and zoom (fractions of the
+    image); optionally erasing a patch (probability `erase`: occlusion), contrast and
+    brightness changes (up to `contrast`: faint ink, grey paper) and Gaussian noise
+    (standard deviation `noise`, a fraction of the grey range)."""
+    steps = [
+        layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
+        layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
+        layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
+    ]
+    if erase:
+        steps.append(layers.RandomErasing(erase, scale=(0.02, 0.12), fill_value=0, seed=seed + 3))
+    if contrast:
+        steps.append(layers.RandomContrast(contrast, seed=seed + 4))
+        steps.append(layers.RandomBrightness(contrast / 2, seed=seed + 5))
+    if noise:  # Keras takes a standard deviation up to 1: add it on the 0-1 scale
+        steps += [
+            layers.Rescaling(1.0 / 255),
+            layers.GaussianNoise(noise, seed=seed + 6),
+            layers.Rescaling(255.0),
+        ]
+    return keras.Sequential(steps, name="augmentation")
 
 
 def with_augmentation(model: keras.Model, augment: keras.Sequential) -> keras.Model:

@@ -1,7 +1,8 @@
 """Training: fit a registered model on a dataset and write a run directory.
 
 A run directory holds everything needed to evaluate, compare, resume and reproduce:
-  model.keras / model.h5  best model by validation loss (the seed's formats)
+  model.keras / model.h5  best model by validation loss (the seed's formats; the .h5
+                          without training-only augmentation layers)
   last.keras              model + optimizer after the last finished epoch (for --resume)
   history.json            per-epoch metrics, written after every epoch
   config.json             settings, seed, library versions, data checksums
@@ -24,7 +25,12 @@ import numpy as np
 from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
 from digit_recognizer.data import Dataset, load_dataset, split_validation
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.models import augmentation, build_model, with_augmentation
+from digit_recognizer.models import (
+    augmentation,
+    build_model,
+    inference_model,
+    with_augmentation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule": "onecycle",
         "warmup": 0.1,
         "patience": 4,
+    },
+    # Geometry plus occlusion, faint ink and noise: the corruptions `digits robustness` tests.
+    "robust": {
+        "model": "cnn",
+        "epochs": 30,
+        "patience": 5,
+        "augment": True,
+        "erase": 0.3,
+        "contrast": 0.6,
+        "noise": 0.08,
     },
 }
 
@@ -112,6 +128,9 @@ class TrainConfig:
     rotation: float = 10.0  # augmentation: max rotation, degrees
     shift: float = 0.1  # augmentation: max shift, fraction of the image
     zoom: float = 0.1  # augmentation: max zoom in or out, fraction
+    erase: float = 0.0  # augmentation: probability of blacking out a patch (occlusion)
+    contrast: float = 0.0  # augmentation: max contrast and brightness change (faint ink)
+    noise: float = 0.0  # augmentation: Gaussian noise standard deviation, fraction of 0-255
     seed: int = 42
     dataset: str = "mnist"
     data_dir: str | None = None  # None: DIGITS_DATA_DIR, cache, or download
@@ -270,7 +289,10 @@ def train(
     # Built before the data loads, so an unknown model name fails at once.
     model = keras.models.load_model(out_dir / "last.keras") if resume else build_model(cfg.model)
     if cfg.augment and not resume:
-        model = with_augmentation(model, augmentation(cfg.rotation, cfg.shift, cfg.zoom, cfg.seed))
+        augment = augmentation(
+            cfg.rotation, cfg.shift, cfg.zoom, cfg.seed, cfg.erase, cfg.contrast, cfg.noise
+        )
+        model = with_augmentation(model, augment)
     if data is None:
         data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
     x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, cfg.val_split, cfg.seed)
@@ -317,7 +339,9 @@ def train(
             log.warning("interrupted; best model kept in %s, continue with --resume", out_dir)
         run.history = checkpoint.history
         if (out_dir / "model.keras").is_file():
-            best = keras.models.load_model(out_dir / "model.keras")
+            # The .h5 is for deployment: the inference model, without training-only layers
+            # (which the legacy format cannot always serialise anyway).
+            best = inference_model(keras.models.load_model(out_dir / "model.keras"))
             write_atomic(out_dir / "model.h5", lambda tmp: best.save(tmp))
         log.info("trained %d epochs in %.1f s", run.epochs_run, run.train_seconds)
         return run
