@@ -8,13 +8,28 @@ from digit_recognizer.models import build_model, model_names
 
 
 @pytest.mark.parametrize(
-    ("name", "parameters"), [("mlp", 109_386), ("cnn", 225_034), ("fast", 225_418)]
+    ("name", "parameters"),
+    [("mlp", 109_386), ("cnn", 225_034), ("fast", 225_418), ("vgg", 871_210)],
 )
 def test_seed_parameter_counts(name, parameters):
     assert build_model(name).count_params() == parameters
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "fast"])
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_trains_one_step_on_a_tiny_batch(name):
+    import keras
+
+    model = build_model(name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(x, np.arange(8) % 10)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert isinstance(model, keras.Model)
+
+
+@pytest.mark.parametrize("name", model_names())
 def test_outputs_are_probabilities(name):
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype("float32")
     probabilities = np.asarray(build_model(name)(images, training=False))

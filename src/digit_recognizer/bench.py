@@ -354,9 +354,12 @@ def run_benchmarks(cfg: BenchConfig, progress=lambda message: None) -> dict:
     return results
 
 
+SHIPPED_RUN = Path("runs/robust")  # where `make ship-model` trains the shipped model
+
+
 def _shipped_keras() -> Path:
     """The Keras model the shipped ONNX file was exported from (`make ship-model`)."""
-    path = Path("runs/shipped/model.keras")
+    path = SHIPPED_RUN / "model.keras"
     if not path.is_file():
         raise DigitsError("runs/shipped/model.keras not found: run `make ship-model` first")
     return path
