@@ -143,6 +143,7 @@ function show(result) {
 function showError(message) {
   $("digit").textContent = "?";
   $("confidence").textContent = "";
+  $("view").removeAttribute("src");
   $("status").textContent = message;
   $("status").classList.add("error");
   setBars(null);
