@@ -104,6 +104,12 @@ def train(
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Rotation/shift/zoom.")
     ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="mobilenet/efficientnet: none, imagenet or a file.")
+    ] = None,
+    fine_tune_epochs: Annotated[
+        int | None, typer.Option(min=0, help="Pretrained: epochs with the base unfrozen.")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="mnist or fashion-mnist.")] = None,
     data_dir: DataDirOption = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
@@ -120,6 +126,7 @@ def train(
         recipe, model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         schedule=schedule, optimizer=optimizer, label_smoothing=label_smoothing,
         val_split=val_split, patience=patience, seed=seed, limit=limit, augment=augment,
+        weights=weights, fine_tune_epochs=fine_tune_epochs,
         dataset=dataset, data_dir=str(data_dir) if data_dir else None,
     )  # fmt: skip
     out = out or Path("runs") / cfg.model

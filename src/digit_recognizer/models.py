@@ -8,6 +8,7 @@ evaluation, ONNX export and the web app can never disagree about it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 from keras import layers
@@ -127,6 +128,49 @@ def build_vgg() -> keras.Model:
     )
 
 
+# keras.applications networks, fed MNIST resized to their smallest accepted input (32x32)
+# and repeated to 3 channels inside the model.
+TRANSFER_SIZE = 32
+BASE_LAYER = "pretrained_base"
+
+
+def build_transfer(name: str, weights: str = "none") -> keras.Model:
+    """MobileNetV2 (alpha 0.35) or EfficientNetB0 from keras.applications with a new head.
+
+    `weights`: "none" (random), "imagenet" (Keras downloads them: needs the internet) or the
+    path of a weights file for the headless base network.
+    """
+    applications = {
+        "mobilenet": lambda w: keras.applications.MobileNetV2(
+            input_shape=(TRANSFER_SIZE, TRANSFER_SIZE, 3), alpha=0.35, include_top=False,
+            weights=w, name=BASE_LAYER,
+        ),
+        "efficientnet": lambda w: keras.applications.EfficientNetB0(
+            input_shape=(TRANSFER_SIZE, TRANSFER_SIZE, 3), include_top=False, weights=w,
+            name=BASE_LAYER,
+        ),
+    }  # fmt: skip
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        raise DigitsError(f"--weights: {weights} is neither none, imagenet nor a file")
+    try:
+        base = applications[name](None if weights == "none" else weights)
+    except (ValueError, OSError) as e:  # a file for another network, or no download
+        raise DigitsError(f"cannot load {weights} weights for {name}: {e}") from None
+    inputs = keras.Input(shape=INPUT_SHAPE)
+    x = layers.Resizing(TRANSFER_SIZE, TRANSFER_SIZE)(inputs)
+    x = layers.Concatenate()([x, x, x])  # grey -> the RGB the base was trained on
+    if name == "mobilenet":  # MobileNetV2 expects [-1, 1]; EfficientNet rescales 0-255 itself
+        x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+    x = layers.GlobalAveragePooling2D()(base(x))
+    x = layers.Dropout(0.2)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+register("mobilenet")(lambda: build_transfer("mobilenet"))
+register("efficientnet")(lambda: build_transfer("efficientnet"))
+
+
 def augmentation(
     rotation: float,
     shift: float,
@@ -173,12 +217,23 @@ def inference_model(model: keras.Model) -> keras.Model:
     return model
 
 
+def pretrained_base(model: keras.Model) -> keras.Model | None:
+    """The keras.applications base inside a transfer model (for freezing), else None."""
+    inner = inference_model(model)
+    names = [layer.name for layer in inner.layers]
+    return inner.get_layer(BASE_LAYER) if BASE_LAYER in names else None
+
+
 def model_names() -> list[str]:
     return sorted(MODEL_BUILDERS)
 
 
-def build_model(name: str) -> keras.Model:
-    """Build an untrained model by registry name."""
+def build_model(name: str, weights: str = "none") -> keras.Model:
+    """Build a model by registry name; `weights` only for the keras.applications ones."""
     if name not in MODEL_BUILDERS:
         raise DigitsError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
+    if weights != "none":
+        if name not in ("mobilenet", "efficientnet"):
+            raise DigitsError(f"--weights applies to mobilenet and efficientnet, not {name}")
+        return build_transfer(name, weights)
     return MODEL_BUILDERS[name]()

@@ -29,6 +29,7 @@ from digit_recognizer.models import (
     augmentation,
     build_model,
     inference_model,
+    pretrained_base,
     with_augmentation,
 )
 
@@ -131,6 +132,8 @@ class TrainConfig:
     erase: float = 0.0  # augmentation: probability of blacking out a patch (occlusion)
     contrast: float = 0.0  # augmentation: max contrast and brightness change (faint ink)
     noise: float = 0.0  # augmentation: Gaussian noise standard deviation, fraction of 0-255
+    weights: str = "none"  # mobilenet/efficientnet: none, imagenet or a weights file
+    fine_tune_epochs: int = 0  # pretrained weights: epochs with the base unfrozen, rate / 10
     seed: int = 42
     dataset: str = "mnist"
     data_dir: str | None = None  # None: DIGITS_DATA_DIR, cache, or download
@@ -287,7 +290,10 @@ def train(
         cfg = replace(cfg, batch_size=DEFAULT_BATCH_SIZE.get(cfg.model, 128))
     keras.utils.set_random_seed(cfg.seed)
     # Built before the data loads, so an unknown model name fails at once.
-    model = keras.models.load_model(out_dir / "last.keras") if resume else build_model(cfg.model)
+    if resume:
+        model = keras.models.load_model(out_dir / "last.keras")
+    else:
+        model = build_model(cfg.model, cfg.weights)
     if cfg.augment and not resume:
         augment = augmentation(
             cfg.rotation, cfg.shift, cfg.zoom, cfg.seed, cfg.erase, cfg.contrast, cfg.noise
@@ -312,31 +318,58 @@ def train(
             )
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
-        early_stopping = ResumableEarlyStopping(
-            history, monitor=MONITOR, patience=cfg.patience, restore_best_weights=True
-        )
-        callbacks: list[keras.callbacks.Callback] = [checkpoint, early_stopping]
-        if cfg.schedule == "plateau":
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
-                )
-            )
         run = Run(out_dir, cfg)
-        try:
-            model.fit(
-                _add_channel(x_tr),
-                _targets(cfg, y_tr),
-                validation_data=(_add_channel(x_val), _targets(cfg, y_val)),
-                epochs=cfg.epochs,
-                initial_epoch=len(history.get("loss", [])),
-                batch_size=cfg.batch_size,
-                callbacks=callbacks + list(extra_callbacks),
-                verbose=verbose,
+
+        def fit_until(epochs: int) -> None:
+            """Train up to epoch `epochs`; patience counts on from the history so far."""
+            callbacks: list[keras.callbacks.Callback] = [
+                checkpoint,
+                ResumableEarlyStopping(
+                    checkpoint.history, monitor=MONITOR, patience=cfg.patience,
+                    restore_best_weights=True,
+                ),
+                *extra_callbacks,
+            ]  # fmt: skip
+            if cfg.schedule == "plateau":
+                callbacks.append(
+                    keras.callbacks.ReduceLROnPlateau(
+                        monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
+                    )
+                )
+            try:
+                model.fit(
+                    _add_channel(x_tr),
+                    _targets(cfg, y_tr),
+                    validation_data=(_add_channel(x_val), _targets(cfg, y_val)),
+                    epochs=epochs,
+                    initial_epoch=len(checkpoint.history.get("loss", [])),
+                    batch_size=cfg.batch_size,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+            except KeyboardInterrupt:
+                run.interrupted = True
+                log.warning("interrupted; best model kept in %s, continue with --resume", out_dir)
+
+        base = pretrained_base(model) if cfg.weights != "none" else None
+        if base is not None and not resume:
+            base.trainable = False  # phase 1: only the new head learns
+        fit_until(cfg.epochs)
+        if base is not None and cfg.fine_tune_epochs and not run.interrupted:
+            # Phase 2: the whole network, at a tenth of the rate, so the pretrained features
+            # are adjusted rather than overwritten.
+            base.trainable = True
+            fine_tune = replace(
+                cfg, learning_rate=cfg.learning_rate / 10, epochs=cfg.fine_tune_epochs
             )
-        except KeyboardInterrupt:
-            run.interrupted = True
-            log.warning("interrupted; best model kept in %s, continue with --resume", out_dir)
+            steps_per_epoch = int(np.ceil(len(x_tr) / cfg.batch_size))
+            model.compile(
+                optimizer=make_optimizer(fine_tune, steps_per_epoch),
+                loss=make_loss(cfg),
+                metrics=["accuracy"],
+            )
+            log.info("fine-tuning the whole network for %d epochs", cfg.fine_tune_epochs)
+            fit_until(cfg.epochs + cfg.fine_tune_epochs)
         run.history = checkpoint.history
         if (out_dir / "model.keras").is_file():
             # The .h5 is for deployment: the inference model, without training-only layers
