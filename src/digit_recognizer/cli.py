@@ -19,7 +19,10 @@ from digit_recognizer import __version__
 from digit_recognizer.errors import DigitsError
 
 app = typer.Typer(
-    help="Handwritten digit recognition: train, evaluate and compare MLPs and CNNs on MNIST.",
+    help=(
+        "Handwritten digit recognition: read digits from images or a drawing page; "
+        "train, evaluate, compare and benchmark models on MNIST."
+    ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
