@@ -7,6 +7,8 @@ import gzip
 import http.server
 import os
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +17,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"  # screenshots and other files worth looking at
+
+
+def run_digits(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `digits` command in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "digit_recognizer", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 def mnist_dir() -> Path:

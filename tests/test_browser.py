@@ -8,11 +8,6 @@ import math
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,31 +41,14 @@ BOXES = {0: (0.05, 0.08, 0.5, 0.85), 1: (0.62, 0.1, 0.3, 0.85), 4: (0.4, 0.05, 0
          7: (0.08, 0.3, 0.55, 0.65)}  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
+    """`digits serve` on a free 127.0.0.1 port (the same start-up the benchmarks time)."""
+    from digit_recognizer.bench import free_port, start_server
+
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digit_recognizer", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"server did not start: {process.stdout.read().decode()[-2000:]}")
-            time.sleep(0.1)
-    yield url
+    process, _ready_seconds = start_server(port, workers=1)
+    yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
 

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from conftest import run_digits as digits
 
 from digit_recognizer import __version__
-
-
-def digits(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "digit_recognizer", *args],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
 
 
 def test_version_and_help():

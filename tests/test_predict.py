@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digits as digits
 from PIL import Image
 
 from digit_recognizer.errors import DigitsError
@@ -86,13 +85,6 @@ def test_export_matches_keras(tmp_path, mnist_path):
     model = keras.models.load_model(tmp_path / "model.keras")
     expected = np.asarray(model(x[..., None], training=False))
     assert np.abs(Recognizer(onnx_path).probabilities(x) - expected).max() <= 1e-4
-
-
-def digits(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "digit_recognizer", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def test_predict_command_files_folders_and_errors(tmp_path):
