@@ -80,10 +80,10 @@ def export_onnx(
     """
     import keras
 
-    keras_path = _keras_model_path(source)
-    out = Path(out) if out else keras_path.with_suffix(".onnx")
     from digit_recognizer.models import inference_model
 
+    keras_path = _keras_model_path(source)
+    out = Path(out) if out else keras_path.with_suffix(".onnx")
     model = inference_model(keras.models.load_model(keras_path))
     model(np.zeros((1, 28, 28, 1), np.float32))  # Keras exports only a model that has run
     write_atomic(out, lambda tmp: model.export(str(tmp), format="onnx", verbose=False))

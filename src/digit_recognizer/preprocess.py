@@ -126,15 +126,18 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
 
 
+def _border(image: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns: mostly paper, whatever the digit does."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
 def _background(light_on_dark: np.ndarray) -> np.ndarray:
     """Estimate of the paper under uneven light and shadows: a grey opening (5x5) on the
     image shrunk 8x, so strokes narrower than ~32 px vanish from it, scaled back up. Small
     images (under 64 px, e.g. MNIST itself) get one flat level: the border's median."""
     height, width = light_on_dark.shape
     if min(height, width) < 64:
-        border = np.concatenate([light_on_dark[0], light_on_dark[-1],
-                                 light_on_dark[:, 0], light_on_dark[:, -1]])  # fmt: skip
-        return np.full_like(light_on_dark, np.median(border))
+        return np.full_like(light_on_dark, np.median(_border(light_on_dark)))
     small = Image.fromarray(light_on_dark.astype(np.uint8)).reduce(8)
     opened = small.filter(ImageFilter.MinFilter(5)).filter(ImageFilter.MaxFilter(5))
     return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR), np.float32)
@@ -142,9 +145,8 @@ def _background(light_on_dark: np.ndarray) -> np.ndarray:
 
 def ink_map(grey: np.ndarray) -> np.ndarray:
     """Light ink on a black background (MNIST polarity), paper removed, ink scaled to 255."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     # The paper dominates the border: if it is lighter than mid-grey, the ink is dark.
-    light = 255.0 - grey if np.median(border) > 127 else grey
+    light = 255.0 - grey if np.median(_border(grey)) > 127 else grey
     ink = np.clip(light - _background(light), 0, None)
     peak = np.percentile(ink, 99.5)
     if peak < MIN_CONTRAST:

@@ -108,6 +108,14 @@ def _targets(cfg: TrainConfig, labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, 10) if cfg.label_smoothing else labels
 
 
+def compile_model(model: keras.Model, cfg: TrainConfig, train_images: int) -> None:
+    """Compile with cfg's optimizer, schedule and loss; the schedule needs the step count."""
+    steps_per_epoch = int(np.ceil(train_images / cfg.batch_size))
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch), loss=make_loss(cfg), metrics=["accuracy"]
+    )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run. Saved as config.json beside the model."""
@@ -310,15 +318,12 @@ def train(
             log.info("resuming %s from epoch %d", out_dir, len(history.get("loss", [])))
         else:
             _record_config(out_dir, cfg, data, len(x_tr), len(x_val))
-            steps_per_epoch = int(np.ceil(len(x_tr) / cfg.batch_size))
-            model.compile(
-                optimizer=make_optimizer(cfg, steps_per_epoch),
-                loss=make_loss(cfg),
-                metrics=["accuracy"],
-            )
+            compile_model(model, cfg, len(x_tr))
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
         run = Run(out_dir, cfg)
+        inputs, targets = _add_channel(x_tr), _targets(cfg, y_tr)
+        validation = (_add_channel(x_val), _targets(cfg, y_val))
 
         def fit_until(epochs: int) -> None:
             """Train up to epoch `epochs`; patience counts on from the history so far."""
@@ -338,9 +343,9 @@ def train(
                 )
             try:
                 model.fit(
-                    _add_channel(x_tr),
-                    _targets(cfg, y_tr),
-                    validation_data=(_add_channel(x_val), _targets(cfg, y_val)),
+                    inputs,
+                    targets,
+                    validation_data=validation,
                     epochs=epochs,
                     initial_epoch=len(checkpoint.history.get("loss", [])),
                     batch_size=cfg.batch_size,
@@ -362,12 +367,7 @@ def train(
             fine_tune = replace(
                 cfg, learning_rate=cfg.learning_rate / 10, epochs=cfg.fine_tune_epochs
             )
-            steps_per_epoch = int(np.ceil(len(x_tr) / cfg.batch_size))
-            model.compile(
-                optimizer=make_optimizer(fine_tune, steps_per_epoch),
-                loss=make_loss(cfg),
-                metrics=["accuracy"],
-            )
+            compile_model(model, fine_tune, len(x_tr))
             log.info("fine-tuning the whole network for %d epochs", cfg.fine_tune_epochs)
             fit_until(cfg.epochs + cfg.fine_tune_epochs)
         run.history = checkpoint.history
