@@ -17,9 +17,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] is True and results["machine"]["cores"] >= 1
-    assert set(results["training_images_per_s"]) == {"mlp", "cnn", "fast"}
+    assert set(results["training_images_per_s"]) == {"mlp", "cnn", "fast", "deep"}
     assert all(v > 0 for v in results["training_images_per_s"].values())
-    for recipe in ("seed", "fast"):
+    for recipe in ("seed", "fast", "accurate"):
         run = results["time_to_accuracy"][recipe]
         assert set(run["seconds_to"]) == {"0.990", "0.995"}
         assert 0 <= run["accuracy_after_1_epoch"] <= 1 and run["curve"]

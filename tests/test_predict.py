@@ -25,7 +25,7 @@ def recognizer() -> Recognizer:
 def test_shipped_model_and_card_are_in_the_package(recognizer):
     assert DEFAULT_MODEL.is_file() and recognizer.model_path == DEFAULT_MODEL
     card = recognizer.card
-    assert card["test_accuracy"] > 0.99 and card["parameters"] == 225_034
+    assert card["test_accuracy"] > 0.99 and card["parameters"] == 321_866
     assert card["training"]["augment"] is True and card["data"]["dataset"] == "mnist"
     assert card["handwriting"]["accuracy_with_preprocessing"] >= 0.95
 
@@ -45,8 +45,10 @@ def test_handwriting_set_accuracy_and_what_preprocessing_buys():
     with_pre = evaluate_images(HANDWRITING, preprocessing=True)
     without = evaluate_images(HANDWRITING, preprocessing=False)
     assert with_pre["images"] == 660 and len(with_pre["per_source"]) == 19
-    assert with_pre["accuracy"] >= 0.95
-    assert with_pre["accuracy"] > without["accuracy"] + 0.3
+    assert with_pre["accuracy"] >= 0.97
+    # The shipped model's augmentation makes it fairly robust even to unprocessed photos
+    # (78 %), yet preprocessing still buys over 20 points.
+    assert with_pre["accuracy"] > without["accuracy"] + 0.15
 
 
 def test_reads_a_row_of_digits(recognizer, small_mnist):

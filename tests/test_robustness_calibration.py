@@ -7,9 +7,11 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import run_digits
 
 from digit_recognizer import TrainConfig, evaluate_run, train_model
 from digit_recognizer.ensemble import average_models, build_ensemble
+from digit_recognizer.errors import DigitsError
 from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
 from digit_recognizer.models import augmentation, build_model, with_augmentation
 from digit_recognizer.predict import apply_temperature
@@ -106,10 +108,44 @@ def test_augmentation_is_off_at_inference():
     assert not np.allclose(model.layers[0](x, training=True), x)  # it does act in training
 
 
+def test_stroke_width_layer_thickens_and_thins_and_is_seeded():
+    from digit_recognizer.models import RandomStrokeWidth
+
+    x = np.zeros((256, 28, 28, 1), np.float32)
+    x[:, 8:20, 12:15] = 255.0  # a bar 3 px wide
+    out = np.asarray(RandomStrokeWidth(1.0, seed=3)(x, training=True))
+    ink = (out > 127).sum(axis=(1, 2, 3))
+    before = (x[0] > 127).sum()
+    assert (ink > before).any() and (ink < before).any()  # some thicker, some thinner
+    assert set(np.unique(ink)) <= {12 * 5 + 2 * 5, 12 * 7 + 4 * 7, 11 * 2, 10 * 1}
+    again = np.asarray(RandomStrokeWidth(1.0, seed=3)(x, training=True))
+    assert np.array_equal(out, again)
+    assert np.array_equal(RandomStrokeWidth(0.0, seed=3)(x, training=True), x)
+    assert np.array_equal(RandomStrokeWidth(1.0, seed=3)(x, training=False), x)
+
+
+def test_noise_layer_varies_its_level_per_image_within_range():
+    from digit_recognizer.models import RandomNoise
+
+    x = np.full((64, 28, 28, 1), 128.0, np.float32)
+    out = np.asarray(RandomNoise(0.3, seed=0)(x, training=True))
+    spread = (out - x).std(axis=(1, 2, 3))
+    assert out.min() >= 0 and out.max() <= 255
+    assert spread.max() > 4 * spread.min() and spread.max() < 0.3 * 255 * 1.1
+    assert np.array_equal(RandomNoise(0.3, seed=0)(x, training=False), x)
+
+
 def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnist_path):
-    for name in ("a", "b"):
-        cfg = TrainConfig(model="cnn", epochs=1, limit=400, data_dir=str(mnist_path))
+    # Two seeds on one validation split: an ensemble's calibration needs images no member saw.
+    for name, seed in (("a", 1), ("b", 2), ("other-split", 3)):
+        split_seed = None if name == "other-split" else 1
+        cfg = TrainConfig(
+            model="cnn", epochs=1, limit=400, seed=seed, split_seed=split_seed,
+            data_dir=str(mnist_path),
+        )  # fmt: skip
         train_model(cfg, tmp_path / name, verbose=0)
+    with pytest.raises(DigitsError, match="validation split"):
+        build_ensemble([tmp_path / "a", tmp_path / "other-split"], tmp_path / "bad")
     metrics = evaluate_run(tmp_path / "a")
     calibration = json.loads((tmp_path / "a" / "calibration.json").read_text())
     assert metrics.temperature == calibration["temperature"] > 0
@@ -125,15 +161,22 @@ def test_strong_augmentation_trains_and_stays_out_of_inference(tmp_path, mnist_p
     from digit_recognizer.train import recipe_config
 
     cfg = recipe_config("robust", epochs=1, limit=300, data_dir=str(mnist_path))
-    assert cfg.erase and cfg.contrast and cfg.noise  # the recipe turns them on
+    assert cfg.erase and cfg.contrast and cfg.noise and cfg.stroke  # the recipe turns them on
     train_model(cfg, tmp_path, verbose=0)
-    trained = keras.models.load_model(tmp_path / "model.keras")
+    trained = keras.models.load_model(tmp_path / "model.keras")  # custom layers load back
     names = [layer.name for layer in trained.layers[0].layers]
     assert any("erasing" in n for n in names) and any("noise" in n for n in names)
+    assert any("stroke" in n for n in names)
     deployed = keras.models.load_model(tmp_path / "model.h5")  # inference model only
-    assert deployed.count_params() == 225_034 and "augmentation" not in deployed.layers[0].name
+    assert deployed.count_params() == 321_866 and "augmentation" not in deployed.layers[0].name
     x = np.random.default_rng(2).uniform(0, 255, (4, 28, 28, 1)).astype(np.float32)
     assert np.allclose(trained(x, training=False), deployed(x, training=False), atol=1e-5)
+    # A fresh process, which has not imported the layers' module, loads the run too.
+    result = run_digits(
+        "robustness", str(tmp_path), "--limit", "30", "--out", str(tmp_path / "r"),
+        "--data-dir", str(mnist_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_leaderboard_groups_seeds(tmp_path, mnist_path):

@@ -88,8 +88,10 @@ def _metrics_table(title: str, metrics) -> Table:
 
 @app.command()
 def train(
-    recipe: Annotated[str, typer.Option(help="Preset: seed (the seed's) or fast.")] = "seed",
-    model: Annotated[str | None, typer.Option(help="mlp, cnn, fast (default: recipe's).")] = None,
+    recipe: Annotated[str, typer.Option(help="Preset: seed, fast, accurate or robust.")] = "seed",
+    model: Annotated[
+        str | None, typer.Option(help="mlp, cnn, fast, deep, vgg, ... (default: recipe's).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Upper bound (seed: 20).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Default: 32 for mlp, 128 otherwise.")
@@ -103,6 +105,9 @@ def train(
     val_split: Annotated[float | None, typer.Option(help="Validation fraction (0.1).")] = None,
     patience: Annotated[int | None, typer.Option(min=1, help="EarlyStopping patience.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (42).")] = None,
+    split_seed: Annotated[
+        int | None, typer.Option(help="Validation split's seed (default: --seed).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=10, help="Use N train/test images.")] = None,
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Rotation/shift/zoom.")
@@ -128,8 +133,8 @@ def train(
     cfg = recipe_config(
         recipe, model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         schedule=schedule, optimizer=optimizer, label_smoothing=label_smoothing,
-        val_split=val_split, patience=patience, seed=seed, limit=limit, augment=augment,
-        weights=weights, fine_tune_epochs=fine_tune_epochs,
+        val_split=val_split, patience=patience, seed=seed, split_seed=split_seed, limit=limit,
+        augment=augment, weights=weights, fine_tune_epochs=fine_tune_epochs,
         dataset=dataset, data_dir=str(data_dir) if data_dir else None,
     )  # fmt: skip
     out = out or Path("runs") / cfg.model

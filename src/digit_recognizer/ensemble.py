@@ -13,8 +13,8 @@ import keras
 
 from digit_recognizer.artifacts import library_versions, read_json, write_json
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.models import INPUT_SHAPE, inference_model
-from digit_recognizer.train import load_config, save_model_atomic
+from digit_recognizer.models import INPUT_SHAPE, inference_model, load_model
+from digit_recognizer.train import load_config, save_model_atomic, validation_seed
 
 
 def average_models(members: list[keras.Model]) -> keras.Model:
@@ -33,10 +33,13 @@ def build_ensemble(run_dirs: list[Path], out_dir: Path) -> Path:
     if not run_dirs:
         raise DigitsError("give at least one run folder to ensemble")
     configs = [load_config(run) for run in run_dirs]
-    if len({(c.dataset, c.limit, c.val_split, c.seed) for c in configs}) > 1:
+    if len({(c.dataset, c.limit, c.val_split, validation_seed(c)) for c in configs}) > 1:
         # Members must share the test set and the validation split that calibrates them.
-        raise DigitsError("ensemble members must share dataset, --limit, --val-split and --seed")
-    members = [keras.models.load_model(Path(run) / "model.keras") for run in run_dirs]
+        raise DigitsError(
+            "ensemble members must share dataset, --limit, --val-split and the validation split's "
+            "seed (train them with different --seed and one --split-seed)"
+        )
+    members = [load_model(Path(run) / "model.keras") for run in run_dirs]
     out_dir = Path(out_dir)
     save_model_atomic(average_models(members), out_dir / "model.keras")
     first = read_json(Path(run_dirs[0]) / "config.json")

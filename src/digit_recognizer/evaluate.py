@@ -189,9 +189,8 @@ def write_report(
 
 def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
     """Evaluate a run directory's best model on the test set it was configured with."""
-    import keras
-
-    from digit_recognizer.train import load_config
+    from digit_recognizer.models import load_model
+    from digit_recognizer.train import load_config, validation_seed
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
@@ -200,9 +199,9 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
         raise DigitsError(f"{run_dir} has no model.keras (training never finished an epoch)")
     if data is None:
         data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
     metrics, probabilities = evaluate(model, data)
-    calibration = calibrate(model, data, cfg.val_split, cfg.seed, probabilities)
+    calibration = calibrate(model, data, cfg.val_split, validation_seed(cfg), probabilities)
     metrics = replace(
         metrics,
         ece=calibration["test_ece"],

@@ -78,13 +78,12 @@ def export_onnx(
     `handwriting`, a folder of labelled images, the card also records the exported model's
     accuracy on it with and without preprocessing.
     """
-    import keras
 
-    from digit_recognizer.models import inference_model
+    from digit_recognizer.models import inference_model, load_model
 
     keras_path = _keras_model_path(source)
     out = Path(out) if out else keras_path.with_suffix(".onnx")
-    model = inference_model(keras.models.load_model(keras_path))
+    model = inference_model(load_model(keras_path))
     model(np.zeros((1, 28, 28, 1), np.float32))  # Keras exports only a model that has run
     write_atomic(out, lambda tmp: model.export(str(tmp), format="onnx", verbose=False))
     max_diff = max_output_difference(model, out)

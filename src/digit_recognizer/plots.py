@@ -115,7 +115,8 @@ def robustness_bars(mean_accuracy: dict[str, dict[str, float]], path: Path) -> P
     ax.set_xlim(0, 1)
     ax.set_xlabel("test accuracy (mean of 3 severities)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
+    # Below the axes: inside, it would hide the bars of whichever row it sat on.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=min(4, len(models)))
     ax.set_title("Robustness to corruptions")
     return save_figure(fig, path)
 

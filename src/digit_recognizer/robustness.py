@@ -160,9 +160,13 @@ def robustness(
         return float(np.mean(predict(batch.astype(np.float32)).argmax(axis=1) == labels))
 
     table: dict[str, list[float]] = {}
-    for name, (_, _, needs_preprocessing) in CORRUPTIONS.items():
+    for name, (function, levels, needs_preprocessing) in CORRUPTIONS.items():
         row = []
         for severity in (1, 2, 3):
+            level = levels[severity - 1]
+            if function is invert and level in levels[: severity - 1]:
+                row.append(row[levels.index(level)])  # same level, no randomness: same batch
+                continue
             batch = corrupt(name, images, severity, seed)
             if needs_preprocessing and preprocess_each is not None:
                 batch = preprocess_each(batch)
@@ -189,9 +193,9 @@ def predictor(model: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """(N, 28, 28) float32 -> (N, 10) for a run folder (Keras) or an .onnx file / 'default'."""
     path = Path(model)
     if path.is_dir() and (path / "model.keras").is_file():
-        import keras
+        from digit_recognizer.models import load_model
 
-        network = keras.models.load_model(path / "model.keras")
+        network = load_model(path / "model.keras")
         return lambda x: network.predict(x[..., None], batch_size=1024, verbose=0)
     from digit_recognizer.predict import Recognizer
 
