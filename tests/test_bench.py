@@ -35,3 +35,17 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     assert results["server"]["healthy_after"] is True
     text = (out / "results.md").read_text()
     assert "## Inference (shipped model)" in text and "| onnxruntime |" in text
+    assert "Keras side: `model.keras`" in text
+
+
+def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
+    """Without runs/robust (a fresh checkout) Keras is timed on the shipped architecture."""
+    from digit_recognizer import bench
+    from digit_recognizer.models import load_model
+    from digit_recognizer.predict import DEFAULT_MODEL, load_card
+
+    monkeypatch.setattr(bench, "SHIPPED_RUN", tmp_path / "missing")
+    path = bench._shipped_keras(tmp_path)
+    card = load_card(DEFAULT_MODEL)
+    assert path.parent == tmp_path and card["training"]["model"] in path.name
+    assert load_model(path).count_params() == card["parameters"]
