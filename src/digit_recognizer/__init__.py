@@ -6,12 +6,6 @@ a training or evaluation function is actually used.
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("digit-recognizer")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 # Public name -> (module, attribute). The stage modules are named `train`, `evaluate` and
 # `compare`, so their main functions are exported under names that cannot shadow them.
@@ -33,7 +27,19 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
+def _version() -> str:
+    # importlib.metadata costs ~50 ms to import: too much for `digits predict`'s cold start.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digit-recognizer")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        return _version()
     if name not in _EXPORTS:
         raise AttributeError(f"module 'digit_recognizer' has no attribute {name!r}")
     module, attribute = _EXPORTS[name]

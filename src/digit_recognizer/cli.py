@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from digit_recognizer import __version__
+import digit_recognizer
 from digit_recognizer.errors import DigitsError
 
 app = typer.Typer(
@@ -57,7 +57,7 @@ def _quiet_tensorflow() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        console.print(f"digit-recognizer {__version__}")
+        console.print(f"digit-recognizer {digit_recognizer.__version__}")
         raise typer.Exit()
 
 
