@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from digit_recognizer import bench
+
 
 def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     out = tmp_path / "results"
@@ -17,6 +19,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] is True and results["machine"]["cores"] >= 1
+    assert set(results["machine"]["vector_extensions"]) <= set(bench.VECTOR_FLAGS)
     assert set(results["training_images_per_s"]) == {"mlp", "cnn", "fast", "deep"}
     assert all(v > 0 for v in results["training_images_per_s"].values())
     for recipe in ("seed", "fast", "accurate"):
@@ -40,7 +43,6 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
 
 def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
     """Without runs/robust (a fresh checkout) Keras is timed on the shipped architecture."""
-    from digit_recognizer import bench
     from digit_recognizer.models import load_model
     from digit_recognizer.predict import DEFAULT_MODEL, load_card
 
