@@ -355,7 +355,9 @@ def run_benchmarks(cfg: BenchConfig, progress=lambda message: None) -> dict:
         onnx_model = export_onnx(keras_model, work / "bench.onnx")[0] if quick else DEFAULT_MODEL
         calls = 200 if quick else cfg.latency_calls
         results["inference"] = inference(keras_model, onnx_model, calls, cfg.batch)
-        results["inference"]["keras_model"] = keras_model.name if quick else str(keras_model)
+        # A file of this run's temporary folder is named, not its path (gone after the run).
+        inside_work = keras_model.is_relative_to(work)
+        results["inference"]["keras_model"] = keras_model.name if inside_work else str(keras_model)
         progress("cold start")
         image = work / "one.png"
         image.write_bytes(canvas_png())
@@ -399,7 +401,7 @@ def markdown(results: dict) -> str:
         "# Benchmark results"
         + (" (quick: reduced sizes, not comparable)" if results["quick"] else ""),
         "",
-        f"{m['cpu']} ({', '.join(m.get('vector_extensions') or ['no AVX2'])}), "
+        f"{m['cpu']} ({', '.join(m['vector_extensions'] or ['no AVX2'])}), "
         f"{m['cores']} cores; Python {m['versions']['python']}, "
         f"tensorflow-cpu {m['versions']['tensorflow-cpu']}, keras {m['versions']['keras']}, "
         f"onnxruntime {m['versions']['onnxruntime']}; {m['date']}.",
