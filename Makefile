@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/digits compare runs/mlp runs/cnn --out runs
 	@echo "Report: runs/report.md  (figures in runs/mlp, runs/cnn, runs/comparison.png)"
 
-# Rebuild the model that ships in the package (about 6 minutes on 2 cores), then commit
+# Rebuild the model that ships in the package (6-21 minutes on 2 cores, by host), then commit
 # src/digit_recognizer/assets/model.onnx and model_card.json.
 ship-model: install
 	$(BIN)/digits train --recipe robust --out runs/robust --overwrite

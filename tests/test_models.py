@@ -41,3 +41,46 @@ def test_unknown_model_lists_the_choices():
     assert {"mlp", "cnn"} <= set(model_names())
     with pytest.raises(DigitsError, match="unknown model 'resnet'; choose one of"):
         build_model("resnet")
+
+
+def with_random_batchnorm_statistics(model):
+    """Trained-like BatchNorm layers (untrained ones are the identity: folding them is moot)."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(-2, 2, shape), rng.normal(0, 1, shape),
+                               rng.normal(0, 1, shape), rng.uniform(0.5, 2, shape)])  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize("name", ["deep", "fast", "cnn"])
+def test_folding_rescaling_and_batchnorm_keeps_the_outputs(name):
+    import keras
+
+    from digit_recognizer.models import fold_affine
+
+    model = with_random_batchnorm_statistics(build_model(name))
+    folded = fold_affine(model)
+    kinds = {type(layer) for layer in folded.layers}
+    assert not kinds & {keras.layers.Rescaling, keras.layers.BatchNormalization}
+    images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype("float32")
+    expected = np.asarray(model(images, training=False))
+    assert np.abs(np.asarray(folded(images, training=False)) - expected).max() < 1e-5
+
+
+def test_folding_leaves_alone_what_it_cannot_fold_exactly():
+    import keras
+
+    from digit_recognizer.models import fold_affine
+
+    # BatchNorm before a zero-padded convolution: the padding would see the shift, not 0.
+    padded = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.BatchNormalization(),
+                               keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Flatten(),
+                               keras.layers.Dense(10)])  # fmt: skip
+    with_random_batchnorm_statistics(padded)
+    assert fold_affine(padded) is padded
+    vgg = build_model("vgg")
+    assert fold_affine(vgg) is vgg  # BatchNorm between Conv and ReLU: nothing linear follows it

@@ -175,3 +175,73 @@ def test_split_digits_reads_left_to_right(digits, small_mnist):
     found = pp.split_digits(Image.fromarray(np.clip(row, 0, 255).astype(np.uint8)))
     assert len(found) == 4
     assert [d.box[0] for d in found] == sorted(d.box[0] for d in found)
+
+
+# --- morphology.py against SciPy (preprocessing must not import SciPy: cold start) ----------
+
+masks = arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40)))
+grey_images = arrays(np.float32, st.tuples(st.integers(9, 30), st.integers(9, 30)),
+                     elements=st.floats(0, 255, width=32))  # fmt: skip
+
+
+def same_components(ours: np.ndarray, theirs: np.ndarray) -> bool:
+    """Same pixels labelled, and the labels correspond one to one (numbering may differ)."""
+    if not np.array_equal(ours > 0, theirs > 0):
+        return False
+    pairs = np.unique(np.stack([ours[ours > 0], theirs[theirs > 0]]), axis=1)
+    return pairs.shape[1] == len(np.unique(ours[ours > 0])) == len(np.unique(theirs[theirs > 0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(masks)
+def test_label_and_boxes_match_scipy(mask):
+    from scipy import ndimage
+
+    from digit_recognizer import morphology
+
+    labels, count = morphology.label(mask)
+    expected, expected_count = ndimage.label(mask)
+    assert count == expected_count
+    assert same_components(labels, expected)
+    boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(expected)]
+    assert sorted(morphology.bounding_boxes(labels, count)) == sorted(boxes)
+
+
+def test_label_joins_only_four_connected_pixels():
+    from digit_recognizer import morphology
+
+    diagonal = np.eye(4, dtype=bool)  # touching corners only: four components
+    ring = np.ones((5, 5), bool)
+    ring[1:4, 1:4] = False
+    assert morphology.label(diagonal)[1] == 4
+    labels, count = morphology.label(ring)
+    assert count == 1 and labels[2, 2] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks, grey_images, st.sampled_from([1, 3, 5, 7, 9]))
+def test_morphology_matches_scipy(mask, image, size):
+    from scipy import ndimage
+
+    from digit_recognizer import morphology
+
+    assert np.array_equal(morphology.binary_erosion(mask), ndimage.binary_erosion(mask))
+    assert np.array_equal(morphology.binary_dilation(mask), ndimage.binary_dilation(mask))
+    assert np.array_equal(morphology.grey_erosion(image, size), ndimage.grey_erosion(image, size))
+    assert np.array_equal(morphology.grey_dilation(image, size), ndimage.grey_dilation(image, size))
+
+
+def test_reading_a_digit_imports_neither_scipy_nor_tensorflow(tmp_path, digits):
+    import subprocess
+    import sys
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(digits[0]).save(image)
+    code = (
+        "import sys; from digit_recognizer.predict import Recognizer; "
+        f"Recognizer().read({str(image)!r}); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'tensorflow'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

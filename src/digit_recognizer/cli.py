@@ -287,7 +287,7 @@ def serve(
 ) -> None:
     """Serve the draw-a-digit page and the JSON API (docs at /docs)."""
     from digit_recognizer.predict import Recognizer
-    from digit_recognizer.web.app import run_server
+    from digit_recognizer.web.server import run_server
 
     Recognizer(model)  # a bad --model fails here, in one line, before any worker starts
     if model:

@@ -9,7 +9,7 @@ Pipeline, on a grey image at most WORK_SIZE px on its longer side:
   grey -> ink map (polarity, uneven background removed, contrast normalised)
        -> mask (Otsu threshold, specks dropped) -> crop to the ink
        -> stroke width normalised (grey erosion/dilation) -> 20 px box -> centred 28x28
-Imports NumPy, Pillow and SciPy only: never TensorFlow.
+Imports NumPy and Pillow only: never TensorFlow, nor SciPy (see morphology.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from digit_recognizer import morphology
 from digit_recognizer.errors import DigitsError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -156,12 +157,10 @@ def ink_map(grey: np.ndarray) -> np.ndarray:
 
 def ink_mask(ink: np.ndarray) -> np.ndarray:
     """Otsu mask of the ink with specks (tiny components) and paper texture dropped."""
-    from scipy import ndimage
-
     # Hysteresis: confident ink is over Otsu's threshold; fainter ink (over half of it)
     # stays where it touches confident ink, so thin or faint strokes are not cut apart.
     high = max(otsu_threshold(ink), 40.0)
-    labels, count = ndimage.label(ink > 0.5 * high)
+    labels, count = morphology.label(ink > 0.5 * high)
     keep = np.zeros(count + 1, dtype=bool)  # per component label; 0 is the background
     keep[labels[ink > high]] = True
     keep[0] = False
@@ -185,16 +184,12 @@ def ink_mask(ink: np.ndarray) -> np.ndarray:
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in px: area / half the boundary length (a stroke of length L and
     width w has area L*w and about 2L boundary pixels)."""
-    from scipy import ndimage
-
-    boundary = mask & ~ndimage.binary_erosion(mask)
+    boundary = mask & ~morphology.binary_erosion(mask)
     return 2.0 * mask.sum() / max(boundary.sum(), 1)
 
 
 def normalise_stroke(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Thin a marker or thicken a hairline so the stroke is MNIST-like once scaled to 20 px."""
-    from scipy import ndimage
-
     ys, xs = np.nonzero(mask)
     longer_side = max(np.ptp(ys), np.ptp(xs)) + 1
     target = MNIST_STROKE * longer_side / BOX  # the wanted width at this resolution
@@ -202,9 +197,9 @@ def normalise_stroke(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     steps = round((width - target) / 2)  # px to remove (or add) on each side
     steps = int(np.clip(steps, -longer_side // 12, longer_side // 12))
     if width > 1.5 * target and steps > 0:
-        return ndimage.grey_erosion(ink, size=2 * steps + 1)
+        return morphology.grey_erosion(ink, 2 * steps + 1)
     if width < 0.6 * target and steps < 0:
-        return ndimage.grey_dilation(ink, size=-2 * steps + 1)
+        return morphology.grey_dilation(ink, -2 * steps + 1)
     return ink
 
 
@@ -234,14 +229,12 @@ def center_in_frame(ink: np.ndarray) -> np.ndarray:
 
 def digit_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Ink and its mask (one digit) -> 28x28 float32, 0-255, light on dark."""
-    from scipy import ndimage
-
     ys, xs = np.nonzero(mask)
     pad = max(2, (max(np.ptp(ys), np.ptp(xs)) + 1) // 8)  # room for dilation
     top, left = max(ys.min() - pad, 0), max(xs.min() - pad, 0)
     bottom, right = ys.max() + pad + 1, xs.max() + pad + 1
     mask, ink = mask[top:bottom, left:right], ink[top:bottom, left:right]  # all work on the crop
-    soft_edges = ndimage.binary_dilation(mask)  # keep the anti-aliased rim of each stroke
+    soft_edges = morphology.binary_dilation(mask)  # keep the anti-aliased rim of each stroke
     ink = np.where(soft_edges, ink, 0.0)
     scale = DETAIL / max(ink.shape)
     if scale < 1:  # finer detail than the 20 px box can show costs time and buys nothing
@@ -304,13 +297,9 @@ def _split_wide(box: list[int], mask: np.ndarray, height: float) -> list[list[in
 def split_digits(source: bytes | str | Path | Image.Image) -> list[Digit]:
     """Find each digit in a row (connected components, broken strokes merged, touching
     digits split) and preprocess each one; returned left to right."""
-    from scipy import ndimage
-
     ink = ink_map(load_grey(source))
     mask = ink_mask(ink)
-    labels, _ = ndimage.label(mask)
-    boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)]
-    boxes = _merge_overlapping(boxes)
+    boxes = _merge_overlapping(morphology.bounding_boxes(*morphology.label(mask)))
     height = float(np.median([b[3] - b[1] for b in boxes]))
     boxes = [part for box in boxes for part in _split_wide(box, mask, height)]
     digits = []

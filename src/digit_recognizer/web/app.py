@@ -1,6 +1,7 @@
 """The web app: a draw-a-digit page and a JSON API over the ONNX recognizer.
 
 Routes: `/` (the page), `POST /api/predict`, `GET /api/health`, `GET /api/model`, `/docs`.
+uvicorn runs it from web/server.py.
 Bad input never gives a 500: every error is a 4xx with {"error": "..."}.
 Never imports TensorFlow.
 """
@@ -9,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import io
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -183,27 +182,3 @@ def app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes, which cannot be handed arguments: the model
     comes from DIGITS_MODEL (unset: the shipped model)."""
     return create_app(os.environ.get("DIGITS_MODEL") or None)
-
-
-def run_server(host: str, port: int, workers: int = 1, log_level: str = "warning") -> None:
-    """Serve with uvicorn; several workers share one listening socket."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    config = uvicorn.Config(
-        "digit_recognizer.web.app:app_from_env", factory=True, host=host, port=port,
-        workers=workers, log_level=log_level,
-    )  # fmt: skip
-    if workers == 1:
-        uvicorn.Server(config).run()
-        return
-    # uvicorn binds its multi-worker socket with protocol 0, and asyncio turns Nagle off
-    # (TCP_NODELAY) only on sockets whose protocol is IPPROTO_TCP: each response would then
-    # wait ~40 ms for a delayed ACK (measured: 48 ms p50 instead of 4 ms). Bind it ourselves.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    with contextlib.suppress(KeyboardInterrupt):
-        Multiprocess(config, sockets=[sock]).run()
