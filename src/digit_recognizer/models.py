@@ -336,7 +336,7 @@ def _folded_weights(layer: layers.Layer, scale, shift) -> list[np.ndarray] | Non
 def fold_affine(model: keras.Model) -> keras.Model:
     """An equivalent Sequential model for inference with every Rescaling and BatchNorm folded
     into the next Conv2D or Dense (through Flatten and Dropout, which commute with a per-channel
-    map). Fewer operations: the shipped `deep` model answers about 30 % sooner in ONNX Runtime.
+    map). Fewer operations: the shipped `deep` model answers 20-30 % sooner in ONNX Runtime.
     A model this cannot fold exactly (functional, padded convolution after BatchNorm, ...) is
     returned as it is."""
     if not isinstance(model, keras.Sequential):
