@@ -177,6 +177,44 @@ def test_split_digits_reads_left_to_right(digits, small_mnist):
     assert [d.box[0] for d in found] == sorted(d.box[0] for d in found)
 
 
+def test_split_digits_on_a_hairline_says_no_digit():
+    # A 1 px line is 'touching digits' 60 px wide: cut windows under 1 px once crashed.
+    page = np.full((60, 100), 255, np.uint8)
+    page[30, 20:80] = 0
+    with pytest.raises(pp.NoDigitError):
+        pp.split_digits(Image.fromarray(page))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays(np.uint8, st.tuples(st.integers(1, 120), st.integers(1, 120))))
+def test_random_images_give_digits_or_no_digit_in_a_row(pixels):
+    try:
+        found = pp.split_digits(Image.fromarray(pixels))
+    except pp.NoDigitError:
+        return
+    assert found and all(d.image.shape == (28, 28) for d in found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 60), st.integers(1, 60))),
+    st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+    st.sampled_from([99.5, 90.0, 100.0]),
+    st.booleans(),
+)
+def test_high_percentile_and_histogram_match_numpy(levels, solid, q, fractional):
+    # Whole grey levels, often with a solid top (as dark ink gives), or fractions: the
+    # histogram path and the np.percentile fallback must both give np.percentile's value.
+    ink = levels.astype(np.float32)
+    ink[ink > 255 * solid] = 255
+    if fractional:
+        ink *= 0.37
+    assert pp._high_percentile(ink, q) == np.percentile(ink, q)
+    assert np.array_equal(
+        pp.grey_histogram(ink), np.bincount(ink.astype(np.uint8).ravel(), minlength=256)
+    )
+
+
 # --- morphology.py against SciPy (preprocessing must not import SciPy: cold start) ----------
 
 masks = arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40)))
@@ -203,6 +241,8 @@ def test_label_and_boxes_match_scipy(mask):
     expected, expected_count = ndimage.label(mask)
     assert count == expected_count
     assert same_components(labels, expected)
+    sizes = morphology.label_sizes(mask)[1]
+    assert np.array_equal(sizes[1:], np.bincount(labels.ravel(), minlength=count + 1)[1:])
     boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(expected)]
     assert sorted(morphology.bounding_boxes(labels, count)) == sorted(boxes)
 

@@ -92,6 +92,17 @@ def test_temperature_recovers_overconfidence_and_keeps_predictions():
     )
 
 
+@pytest.mark.parametrize("temperature", [0.05, 0.5, 0.99, 3.0])
+def test_temperature_is_softmax_of_log_probabilities_over_t(temperature):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, (50, 10))
+    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    scaled_logits = np.log(probabilities.astype(np.float64)) / temperature
+    expected = np.exp(scaled_logits - scaled_logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(apply_temperature(probabilities, temperature), expected, atol=1e-6)
+
+
 def test_ensemble_of_one_equals_the_model_and_averages_two():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)

@@ -64,6 +64,22 @@ def test_predict_multipart_json_and_raw(client):
     )
 
 
+def test_inline_and_thread_pool_give_the_same_answer(client, monkeypatch):
+    """Small uploads are read on the event loop, larger ones in the thread pool."""
+    from digit_recognizer.web import app as web_app
+
+    def answer() -> dict:
+        response = client.post(
+            "/api/predict", content=seven(), headers={"content-type": "image/png"}
+        )
+        assert response.status_code == 200, response.text
+        return {k: v for k, v in response.json().items() if k != "latency_ms"}
+
+    inline = answer()
+    monkeypatch.setattr(web_app, "INLINE_BYTES", 0)
+    assert answer() == inline and inline["digit"] == 7
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "message"),
     [
