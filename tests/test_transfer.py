@@ -27,6 +27,19 @@ def test_local_weights_file_is_loaded(base_weights):
     assert all(np.array_equal(a, b) for a, b in zip(loaded, again, strict=True))
 
 
+def test_batchnorm_momentum_from_scratch_only(base_weights):
+    import keras
+
+    def momenta(model):
+        base = pretrained_base(model)
+        norms = [x for x in base.layers if isinstance(x, keras.layers.BatchNormalization)]
+        return {x.momentum for x in norms}
+
+    assert momenta(build_model("mobilenet")) == {0.9}
+    assert momenta(build_model("efficientnet")) == {0.9}
+    assert momenta(build_model("mobilenet", str(base_weights))) == {0.999}  # Keras's, kept
+
+
 # Loading a MobileNet file into EfficientNet makes Keras warn layer by layer before it fails.
 @pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_weight_errors_are_clear(base_weights, tmp_path):

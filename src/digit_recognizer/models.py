@@ -184,6 +184,14 @@ def build_transfer(name: str, weights: str = "none") -> keras.Model:
         base = applications[name](None if weights == "none" else weights)
     except (ValueError, OSError) as e:  # a file for another network, or no download
         raise DigitsError(f"cannot load {weights} weights for {name}: {e}") from None
+    if weights == "none":
+        # From scratch, keras.applications' BatchNorm momentum (0.999 in MobileNetV2) leaves the
+        # moving statistics near their initial values for thousands of steps: on full MNIST the
+        # validation loss stayed at chance (2.30) for 4 epochs while training accuracy reached
+        # 96 %. 0.9, as in our own networks, settles them within an epoch.
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = 0.9
     inputs = keras.Input(shape=INPUT_SHAPE)
     x = layers.Resizing(TRANSFER_SIZE, TRANSFER_SIZE)(inputs)
     x = layers.Concatenate()([x, x, x])  # grey -> the RGB the base was trained on
