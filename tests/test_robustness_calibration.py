@@ -146,6 +146,86 @@ def test_noise_layer_varies_its_level_per_image_within_range():
     assert np.array_equal(RandomNoise(0.3, seed=0)(x, training=False), x)
 
 
+def test_warp_matches_scipy_bilinear_resampling():
+    from scipy import ndimage
+
+    from digit_recognizer.models import warp
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (3, 28, 28, 1)).astype(np.float32)
+    shift = rng.normal(0, 3, (3, 28, 28, 2)).astype(np.float32)  # some samples fall outside
+    rows, cols = np.mgrid[0:28, 0:28]
+    expected = [
+        ndimage.map_coordinates(image[..., 0], [rows + s[..., 0], cols + s[..., 1]], order=1,
+                                mode="grid-constant", cval=0.0)
+        for image, s in zip(x, shift, strict=True)
+    ]  # fmt: skip
+    assert np.allclose(np.asarray(warp(x, shift))[..., 0], expected, atol=1e-3)
+    assert np.allclose(warp(x, np.zeros_like(shift)), x)
+
+
+def test_random_warp_is_seeded_smooth_and_off_at_inference(digits):
+    from digit_recognizer.models import RandomWarp
+
+    x = digits[:32, ..., np.newaxis].astype(np.float32)
+    layer = RandomWarp(10, 0.1, 0.1, elastic=34.0, seed=5)
+    out = np.asarray(layer(x, training=True))
+    assert np.array_equal(out, RandomWarp(10, 0.1, 0.1, elastic=34.0, seed=5)(x, training=True))
+    assert np.array_equal(layer(x, training=False), x)
+    assert (np.abs(out - x).mean(axis=(1, 2, 3)) > 1.0).all()  # every image changes ...
+    # ... but keeps its ink (a warp, not a wipe): local stretching moves it by up to ~40 %
+    ink = out.sum(axis=(1, 2, 3)) / x.sum(axis=(1, 2, 3))
+    assert 0.85 < np.median(ink) < 1.15 and ((ink > 0.6) & (ink < 1.6)).all()
+    field = np.asarray(RandomWarp(0, 0, 0, elastic=34.0, seed=5).elastic_field(8, 28, 28))
+    assert 0.5 < field.std() < 3.0  # Simard's strength moves pixels about a pixel or two
+    assert np.abs(np.diff(field, axis=1)).mean() < 0.3 * np.abs(field).mean()  # smooth
+    weaker = np.asarray(RandomWarp(0, 0, 0, elastic=8.5, seed=5).elastic_field(8, 28, 28))
+    assert np.allclose(weaker * 4, field, atol=1e-4)
+
+
+def test_random_warp_geometry():
+    from digit_recognizer.models import RandomWarp
+
+    def field(rotation, shift, zoom):
+        warp = RandomWarp(rotation, shift, zoom, elastic=0.0, seed=1)
+        return np.asarray(warp.affine_field(64, 28, 28))
+
+    assert np.allclose(field(0, 0, 0), 0, atol=1e-5)
+    shifted = field(0, 0.1, 0)  # the same shift for every pixel of an image, up to 2.8 px
+    assert np.allclose(shifted, shifted[:, :1, :1], atol=1e-4)
+    assert np.abs(shifted).max() <= 2.8 + 1e-4 and np.abs(shifted).max() > 2.0
+    rotated = field(30, 0, 0)  # the centre stays, the corners move up to 2 sin(15°) r
+    distance = np.hypot(*rotated.transpose(3, 0, 1, 2))
+    centre = distance[:, 13:15, 13:15].max()
+    corner_radius = np.hypot(13.5, 13.5)
+    assert centre < 0.5 and distance.max() <= 2 * np.sin(np.deg2rad(15)) * corner_radius + 1e-3
+
+
+def test_one_resampling_keeps_digits_sharper_than_three(digits):
+    from digit_recognizer.models import RandomWarp
+
+    x = digits[..., np.newaxis].astype(np.float32)
+    keras_layers = np.asarray(augmentation(10, 0.1, 0.1, seed=0)(x, training=True))
+    one_warp = np.asarray(RandomWarp(10, 0.1, 0.1, elastic=0.0, seed=0)(x, training=True))
+    solid = [(v > 200).mean() for v in (x, keras_layers, one_warp)]
+    assert solid[0] > solid[2] > solid[1] + 0.01  # clean > one warp > three resamplings
+
+
+def test_elastic_needs_augmentation_and_trains_with_it(tmp_path, mnist_path):
+    from digit_recognizer.train import recipe_config
+
+    with pytest.raises(DigitsError, match="--augment"):
+        train_model(TrainConfig(elastic=34.0, limit=100, data_dir=str(mnist_path)), tmp_path)
+    cfg = recipe_config("fast", augment=True, elastic=34.0, epochs=1, limit=300,
+                        data_dir=str(mnist_path))  # fmt: skip
+    train_model(cfg, tmp_path / "run", verbose=0)
+    trained = keras.models.load_model(tmp_path / "run" / "model.keras")
+    from digit_recognizer.models import RandomWarp
+
+    assert [type(layer) for layer in trained.layers[0].layers] == [RandomWarp]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["elastic"] == 34
+
+
 def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnist_path):
     # Two seeds on one validation split: an ensemble's calibration needs images no member saw.
     for name, seed in (("a", 1), ("b", 2), ("other-split", 3)):

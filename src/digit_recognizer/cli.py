@@ -112,6 +112,10 @@ def train(
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Rotation/shift/zoom.")
     ] = None,
+    elastic: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="With augmentation: elastic distortion strength, px (34)."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option(help="mobilenet/efficientnet: none, imagenet or a file.")
     ] = None,
@@ -134,7 +138,7 @@ def train(
         recipe, model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         schedule=schedule, optimizer=optimizer, label_smoothing=label_smoothing,
         val_split=val_split, patience=patience, seed=seed, split_seed=split_seed, limit=limit,
-        augment=augment, weights=weights, fine_tune_epochs=fine_tune_epochs,
+        augment=augment, elastic=elastic, weights=weights, fine_tune_epochs=fine_tune_epochs,
         dataset=dataset, data_dir=str(data_dir) if data_dir else None,
     )  # fmt: skip
     out = out or Path("runs") / cfg.model

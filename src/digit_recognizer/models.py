@@ -262,6 +262,113 @@ class RandomNoise(layers.Layer):
         return {**super().get_config(), "max_sigma": self.max_sigma, "seed": self.seed}
 
 
+def blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) matrix M such that M @ v is v blurred by a normalised Gaussian of
+    `sigma` px (3 sigma each side), with zeros beyond the ends."""
+    radius = max(1, int(3 * sigma + 0.5))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    offsets = np.arange(size)[np.newaxis, :] - np.arange(size)[:, np.newaxis]
+    inside = np.abs(offsets) <= radius
+    matrix = np.where(inside, taps[np.clip(offsets + radius, 0, 2 * radius)], 0.0)
+    return (matrix / taps.sum()).astype(np.float32)
+
+
+def warp(images, shift):
+    """Resample (batch, height, width, 1) images at each pixel moved by `shift` (batch,
+    height, width, 2: rows, columns; px), bilinearly, black outside the image."""
+    ops = keras.ops
+    batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
+    rows = ops.reshape(ops.arange(height, dtype="float32"), (1, height, 1))
+    cols = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, width))
+    # Samples beyond the image read the zero border that padding adds (1 px before, 2
+    # after), so clipping to [-1, size] keeps every corner in range and still black.
+    y = ops.clip(rows + shift[..., 0], -1.0, height)
+    x = ops.clip(cols + shift[..., 1], -1.0, width)
+    y0, x0 = ops.floor(y), ops.floor(x)
+    wy, wx = y - y0, x - x0
+    stride = width + 3
+    flat = ops.reshape(ops.pad(images[..., 0], [[0, 0], [1, 2], [1, 2]]), (-1,))
+    first = ops.reshape(ops.arange(batch) * (height + 3) * stride, (-1, 1, 1))
+    top_left = first + ops.cast(y0 + 1, "int32") * stride + ops.cast(x0 + 1, "int32")
+
+    def at(offset):
+        return ops.take(flat, top_left + offset)
+
+    top = at(0) * (1 - wx) + at(1) * wx
+    bottom = at(stride) * (1 - wx) + at(stride + 1) * wx
+    return ops.expand_dims(top * (1 - wy) + bottom * wy, -1)
+
+
+@keras.saving.register_keras_serializable(package="digit_recognizer")
+class RandomWarp(layers.Layer):
+    """Random rotation (up to `rotation` degrees), zoom (a factor within 1 +- `zoom`), shift
+    (up to `shift` of the size, each axis) and elastic distortion (Simard et al. 2003: a
+    smooth random displacement field, uniform noise in [-1, 1] blurred by a Gaussian of
+    `sigma` px and scaled by `elastic` px; they trained MNIST with 34 and 4), all applied as
+    ONE bilinear resampling, black outside the image. Identity at inference.
+
+    Why one: every resampling blurs a little, and Keras's rotation, shift and zoom layers
+    resample once each. With elastic distortion as a fourth resampling, a `deep` network
+    scored 99.2 % on validation digits blurred by a Gaussian of 0.7 px and 98.1 % on the
+    clean ones: it had learnt blurred digits."""
+
+    def __init__(
+        self,
+        rotation: float,
+        shift: float,
+        zoom: float,
+        elastic: float,
+        sigma: float = 4.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rotation, self.shift, self.zoom = rotation, shift, zoom
+        self.elastic, self.sigma, self.seed = elastic, sigma, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def elastic_field(self, batch, height: int, width: int):
+        """(batch, height, width, 2): smooth random shifts in px, rows then columns."""
+        noise = keras.random.uniform((batch, height, width, 2), -1, 1, seed=self.generator)
+        # The separable blur as two small matrix products (zero padding at the edges): 20x
+        # cheaper on the CPU than depthwise convolutions with 25-tap kernels.
+        blur_rows, blur_cols = blur_matrix(height, self.sigma), blur_matrix(width, self.sigma)
+        return keras.ops.einsum("ij,bjkc,lk->bilc", blur_rows, noise, blur_cols) * self.elastic
+
+    def affine_field(self, batch, height: int, width: int):
+        """(batch, height, width, 2): where each output pixel reads from, minus where it is,
+        for a random rotation and zoom about the centre followed by a random shift."""
+        ops = keras.ops
+
+        def draw(limit):
+            return keras.random.uniform((batch, 1, 1), -limit, limit, seed=self.generator)
+
+        angle = draw(np.deg2rad(self.rotation))
+        inverse_zoom = 1.0 / (1.0 + draw(self.zoom))
+        shift_rows, shift_cols = draw(self.shift * height), draw(self.shift * width)
+        rows = ops.reshape(ops.arange(height, dtype="float32") - (height - 1) / 2, (1, -1, 1))
+        cols = ops.reshape(ops.arange(width, dtype="float32") - (width - 1) / 2, (1, 1, -1))
+        cos, sin = ops.cos(angle) * inverse_zoom, ops.sin(angle) * inverse_zoom
+        from_rows = cos * rows - sin * cols - shift_rows
+        from_cols = sin * rows + cos * cols - shift_cols
+        return ops.stack([from_rows - rows, from_cols - cols], axis=-1)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        batch, height, width = keras.ops.shape(images)[0], images.shape[1], images.shape[2]
+        field = self.affine_field(batch, height, width)
+        if self.elastic:
+            field = field + self.elastic_field(batch, height, width)
+        return warp(images, field)
+
+    def get_config(self):
+        return {
+            **super().get_config(), "rotation": self.rotation, "shift": self.shift,
+            "zoom": self.zoom, "elastic": self.elastic, "sigma": self.sigma, "seed": self.seed,
+        }  # fmt: skip
+
+
 def augmentation(
     rotation: float,
     shift: float,
@@ -271,18 +378,23 @@ def augmentation(
     contrast: float = 0.0,
     noise: float = 0.0,
     stroke: float = 0.0,
+    elastic: float = 0.0,
 ) -> keras.Sequential:
     """Keras preprocessing layers, active in `fit` only (identity at inference and dropped
     from exported models): random rotation (degrees), shift and zoom (fractions of the
     image); optionally erasing a patch (probability `erase`: occlusion), contrast and
     brightness changes (up to `contrast`: faint ink, grey paper), Gaussian noise (standard
-    deviation up to `noise`, a fraction of the grey range) and stroke width changes
-    (probability `stroke`)."""
-    steps = [
-        layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
-        layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
-        layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
-    ]
+    deviation up to `noise`, a fraction of the grey range), stroke width changes
+    (probability `stroke`) and elastic distortion (strength `elastic`, px: then all the
+    geometry is one RandomWarp)."""
+    if elastic:  # one resampling for all the geometry (see RandomWarp)
+        steps = [RandomWarp(rotation, shift, zoom, elastic, seed=seed + 8)]
+    else:
+        steps = [
+            layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
+            layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
+        ]
     if stroke:
         steps.append(RandomStrokeWidth(stroke, seed=seed + 7))
     if erase:

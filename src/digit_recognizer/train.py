@@ -164,6 +164,7 @@ class TrainConfig:
     contrast: float = 0.0  # augmentation: max contrast and brightness change (faint ink)
     noise: float = 0.0  # augmentation: max Gaussian noise standard deviation, fraction of 0-255
     stroke: float = 0.0  # augmentation: probability of thickening or thinning the strokes
+    elastic: float = 0.0  # augmentation: elastic distortion strength, px (0: off; Simard: 34)
     weights: str = "none"  # mobilenet/efficientnet: none, imagenet or a weights file
     fine_tune_epochs: int = 0  # pretrained weights: epochs with the base unfrozen, rate / 10
     seed: int = 42
@@ -315,6 +316,8 @@ def train(
     the settings saved there (only `cfg.epochs` may be raised).
     """
     out_dir = Path(out_dir)
+    if cfg.elastic and not cfg.augment:
+        raise DigitsError("elastic distortion is part of augmentation: add --augment")
     history: dict[str, list[float]] = {}
     if resume:
         if not (out_dir / "last.keras").is_file():
@@ -340,6 +343,7 @@ def train(
             cfg.contrast,
             cfg.noise,
             cfg.stroke,
+            cfg.elastic,
         )
         model = with_augmentation(model, augment)
     if data is None:
