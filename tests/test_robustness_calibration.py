@@ -13,7 +13,13 @@ from digit_recognizer import TrainConfig, evaluate_run, train_model
 from digit_recognizer.ensemble import average_models, build_ensemble
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
-from digit_recognizer.models import augmentation, build_model, with_augmentation
+from digit_recognizer.models import (
+    RandomWarp,
+    augmentation,
+    build_model,
+    warp,
+    with_augmentation,
+)
 from digit_recognizer.predict import apply_temperature
 from digit_recognizer.robustness import CORRUPTIONS, corrupt, robustness
 
@@ -149,8 +155,6 @@ def test_noise_layer_varies_its_level_per_image_within_range():
 def test_warp_matches_scipy_bilinear_resampling():
     from scipy import ndimage
 
-    from digit_recognizer.models import warp
-
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (3, 28, 28, 1)).astype(np.float32)
     shift = rng.normal(0, 3, (3, 28, 28, 2)).astype(np.float32)  # some samples fall outside
@@ -165,8 +169,6 @@ def test_warp_matches_scipy_bilinear_resampling():
 
 
 def test_random_warp_is_seeded_smooth_and_off_at_inference(digits):
-    from digit_recognizer.models import RandomWarp
-
     x = digits[:32, ..., np.newaxis].astype(np.float32)
     layer = RandomWarp(10, 0.1, 0.1, elastic=34.0, seed=5)
     out = np.asarray(layer(x, training=True))
@@ -184,11 +186,9 @@ def test_random_warp_is_seeded_smooth_and_off_at_inference(digits):
 
 
 def test_random_warp_geometry():
-    from digit_recognizer.models import RandomWarp
-
     def field(rotation, shift, zoom):
-        warp = RandomWarp(rotation, shift, zoom, elastic=0.0, seed=1)
-        return np.asarray(warp.affine_field(64, 28, 28))
+        layer = RandomWarp(rotation, shift, zoom, elastic=0.0, seed=1)
+        return np.asarray(layer.affine_field(64, 28, 28))
 
     assert np.allclose(field(0, 0, 0), 0, atol=1e-5)
     shifted = field(0, 0.1, 0)  # the same shift for every pixel of an image, up to 2.8 px
@@ -199,11 +199,12 @@ def test_random_warp_geometry():
     centre = distance[:, 13:15, 13:15].max()
     corner_radius = np.hypot(13.5, 13.5)
     assert centre < 0.5 and distance.max() <= 2 * np.sin(np.deg2rad(15)) * corner_radius + 1e-3
+    zoomed = np.hypot(*field(0, 0, 0.2).transpose(3, 0, 1, 2))  # 1 / 0.8 - 1 = 25 % of r at most
+    assert zoomed[:, 13:15, 13:15].max() < 0.25 and zoomed.max() <= 0.25 * corner_radius + 1e-3
+    assert zoomed.max() > 0.1 * corner_radius
 
 
 def test_one_resampling_keeps_digits_sharper_than_three(digits):
-    from digit_recognizer.models import RandomWarp
-
     x = digits[..., np.newaxis].astype(np.float32)
     keras_layers = np.asarray(augmentation(10, 0.1, 0.1, seed=0)(x, training=True))
     one_warp = np.asarray(RandomWarp(10, 0.1, 0.1, elastic=0.0, seed=0)(x, training=True))
@@ -220,8 +221,6 @@ def test_elastic_needs_augmentation_and_trains_with_it(tmp_path, mnist_path):
                         data_dir=str(mnist_path))  # fmt: skip
     train_model(cfg, tmp_path / "run", verbose=0)
     trained = keras.models.load_model(tmp_path / "run" / "model.keras")
-    from digit_recognizer.models import RandomWarp
-
     assert [type(layer) for layer in trained.layers[0].layers] == [RandomWarp]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["elastic"] == 34
 
