@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digit_recognizer import morphology
 from digit_recognizer.errors import DigitsError
@@ -145,12 +145,12 @@ def _background(light_on_dark: np.ndarray) -> np.ndarray | np.float32:
     height, width = light_on_dark.shape
     if min(height, width) < 64:
         return np.float32(np.median(_border(light_on_dark)))
-    small = Image.fromarray(light_on_dark.astype(np.uint8)).reduce(8)
-    opened = small.filter(ImageFilter.MinFilter(5)).filter(ImageFilter.MaxFilter(5))
-    darkest, lightest = opened.getextrema()
-    if darkest == lightest:  # even paper (a canvas, a clean scan): scaling up only copies it
-        return np.float32(darkest)
-    return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+    small = np.asarray(Image.fromarray(light_on_dark.astype(np.uint8)).reduce(8))
+    opened = morphology.grey_dilation(morphology.grey_erosion(small, 5), 5)
+    if opened.min() == opened.max():  # even paper (a canvas, a clean scan): nothing to scale
+        return np.float32(opened[0, 0])
+    scaled_up = Image.fromarray(opened).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(scaled_up, np.float32)
 
 
 def _high_percentile(ink: np.ndarray, q: float) -> np.float32:
