@@ -15,6 +15,7 @@ from digit_recognizer.errors import DigitsError
 from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
 from digit_recognizer.models import (
     RandomWarp,
+    affine_field,
     augmentation,
     build_model,
     warp,
@@ -188,7 +189,7 @@ def test_random_warp_is_seeded_smooth_and_off_at_inference(digits):
 def test_random_warp_geometry():
     def field(rotation, shift, zoom):
         layer = RandomWarp(rotation, shift, zoom, elastic=0.0, seed=1)
-        return np.asarray(layer.affine_field(64, 28, 28))
+        return np.asarray(affine_field(layer.affine_matrix(64, 28, 28), 28, 28))
 
     assert np.allclose(field(0, 0, 0), 0, atol=1e-5)
     shifted = field(0, 0.1, 0)  # the same shift for every pixel of an image, up to 2.8 px
@@ -204,6 +205,16 @@ def test_random_warp_geometry():
     assert zoomed.max() > 0.1 * corner_radius
 
 
+def test_random_warp_without_elastic_is_one_affine_transform(digits):
+    # Without distortion, RandomWarp hands its matrices to Keras's affine_transform (one op)
+    # instead of gathering pixels: the same images, the same as `warp` over the field.
+    x = digits[..., np.newaxis].astype(np.float32)
+    out = np.asarray(RandomWarp(10, 0.1, 0.1, elastic=0.0, seed=3)(x, training=True))
+    matrix = RandomWarp(10, 0.1, 0.1, elastic=0.0, seed=3).affine_matrix(len(x), 28, 28)
+    assert np.allclose(out, warp(x, affine_field(matrix, 28, 28)), atol=1e-3)
+    assert (np.abs(out - x).mean(axis=(1, 2, 3)) > 1.0).mean() > 0.9
+
+
 def test_one_resampling_keeps_digits_sharper_than_three(digits):
     x = digits[..., np.newaxis].astype(np.float32)
     keras_layers = np.asarray(augmentation(10, 0.1, 0.1, seed=0)(x, training=True))
@@ -212,11 +223,16 @@ def test_one_resampling_keeps_digits_sharper_than_three(digits):
     assert solid[0] > solid[2] > solid[1] + 0.01  # clean > one warp > three resamplings
 
 
-def test_elastic_needs_augmentation_and_trains_with_it(tmp_path, mnist_path):
+def test_elastic_and_warp_need_augmentation_and_train(tmp_path, mnist_path):
     from digit_recognizer.train import recipe_config
 
     with pytest.raises(DigitsError, match="--augment"):
         train_model(TrainConfig(elastic=34.0, limit=100, data_dir=str(mnist_path)), tmp_path)
+    with pytest.raises(DigitsError, match="--augment"):
+        train_model(TrainConfig(warp=True, limit=100, data_dir=str(mnist_path)), tmp_path)
+    assert [type(layer) for layer in augmentation(10, 0.1, 0.1, 0, warp=True).layers] == [
+        RandomWarp
+    ]
     cfg = recipe_config("fast", augment=True, elastic=34.0, epochs=1, limit=300,
                         data_dir=str(mnist_path))  # fmt: skip
     train_model(cfg, tmp_path / "run", verbose=0)

@@ -116,6 +116,10 @@ def train(
         float | None,
         typer.Option(min=0.0, help="With augmentation: elastic distortion strength, px (34)."),
     ] = None,
+    warp: Annotated[
+        bool | None,
+        typer.Option("--warp/--no-warp", help="Rotation/shift/zoom as one resampling."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option(help="mobilenet/efficientnet: none, imagenet or a file.")
     ] = None,
@@ -138,8 +142,9 @@ def train(
         recipe, model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         schedule=schedule, optimizer=optimizer, label_smoothing=label_smoothing,
         val_split=val_split, patience=patience, seed=seed, split_seed=split_seed, limit=limit,
-        augment=augment, elastic=elastic, weights=weights, fine_tune_epochs=fine_tune_epochs,
-        dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+        augment=augment, elastic=elastic, warp=warp, weights=weights,
+        fine_tune_epochs=fine_tune_epochs, dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
     )  # fmt: skip
     out = out or Path("runs") / cfg.model
     if overwrite and not resume and (out / "config.json").is_file():

@@ -299,6 +299,18 @@ def warp(images, shift):
     return ops.expand_dims(top * (1 - wy) + bottom * wy, -1)
 
 
+def affine_field(matrix, height: int, width: int):
+    """(batch, 8) affine transforms (`RandomWarp.affine_matrix`) -> (batch, height, width, 2)
+    shifts for `warp`: where each output pixel reads from, minus where it is."""
+    ops = keras.ops
+    a0, a1, a2, b0, b1, b2 = (ops.reshape(matrix[:, i], (-1, 1, 1)) for i in range(6))
+    rows = ops.reshape(ops.arange(height, dtype="float32"), (1, -1, 1))
+    cols = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, -1))
+    from_rows = b0 * cols + b1 * rows + b2
+    from_cols = a0 * cols + a1 * rows + a2
+    return ops.stack([from_rows - rows, from_cols - cols], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="digit_recognizer")
 class RandomWarp(layers.Layer):
     """Random rotation (up to `rotation` degrees), zoom (a factor within 1 +- `zoom`), shift
@@ -335,31 +347,33 @@ class RandomWarp(layers.Layer):
         blur_rows, blur_cols = blur_matrix(height, self.sigma), blur_matrix(width, self.sigma)
         return keras.ops.einsum("ij,bjkc,lk->bilc", blur_rows, noise, blur_cols) * self.elastic
 
-    def affine_field(self, batch, height: int, width: int):
-        """(batch, height, width, 2): where each output pixel reads from, minus where it is,
-        for a random rotation and zoom about the centre followed by a random shift."""
+    def affine_matrix(self, batch, height: int, width: int):
+        """(batch, 8): a random rotation and zoom about the centre, then a random shift, as
+        `keras.ops.image.affine_transform` takes it: output pixel (x, y) reads the input at
+        (a0 x + a1 y + a2, b0 x + b1 y + b2); x is the column."""
         ops = keras.ops
 
         def draw(limit):
-            return keras.random.uniform((batch, 1, 1), -limit, limit, seed=self.generator)
+            return keras.random.uniform((batch,), -limit, limit, seed=self.generator)
 
         angle = draw(np.deg2rad(self.rotation))
         inverse_zoom = 1.0 / (1.0 + draw(self.zoom))
         shift_rows, shift_cols = draw(self.shift * height), draw(self.shift * width)
-        rows = ops.reshape(ops.arange(height, dtype="float32") - (height - 1) / 2, (1, -1, 1))
-        cols = ops.reshape(ops.arange(width, dtype="float32") - (width - 1) / 2, (1, 1, -1))
         cos, sin = ops.cos(angle) * inverse_zoom, ops.sin(angle) * inverse_zoom
-        from_rows = cos * rows - sin * cols - shift_rows
-        from_cols = sin * rows + cos * cols - shift_cols
-        return ops.stack([from_rows - rows, from_cols - cols], axis=-1)
+        center_y, center_x = (height - 1) / 2, (width - 1) / 2
+        a2 = center_x - cos * center_x - sin * center_y - shift_cols
+        b2 = center_y + sin * center_x - cos * center_y - shift_rows
+        zeros = ops.zeros_like(angle)
+        return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=-1)
 
     def call(self, images, training=False):
         if not training:
             return images
         batch, height, width = keras.ops.shape(images)[0], images.shape[1], images.shape[2]
-        field = self.affine_field(batch, height, width)
-        if self.elastic:
-            field = field + self.elastic_field(batch, height, width)
+        matrix = self.affine_matrix(batch, height, width)
+        if not self.elastic:  # one Keras op: 3x cheaper than `warp`'s gathers
+            return keras.ops.image.affine_transform(images, matrix, fill_mode="constant")
+        field = affine_field(matrix, height, width) + self.elastic_field(batch, height, width)
         return warp(images, field)
 
     def get_config(self):
@@ -379,15 +393,16 @@ def augmentation(
     noise: float = 0.0,
     stroke: float = 0.0,
     elastic: float = 0.0,
+    warp: bool = False,
 ) -> keras.Sequential:
     """Keras preprocessing layers, active in `fit` only (identity at inference and dropped
     from exported models): random rotation (degrees), shift and zoom (fractions of the
     image); optionally erasing a patch (probability `erase`: occlusion), contrast and
     brightness changes (up to `contrast`: faint ink, grey paper), Gaussian noise (standard
     deviation up to `noise`, a fraction of the grey range), stroke width changes
-    (probability `stroke`) and elastic distortion (strength `elastic`, px: then all the
-    geometry is one RandomWarp)."""
-    if elastic:  # one resampling for all the geometry (see RandomWarp)
+    (probability `stroke`) and elastic distortion (strength `elastic`, px). With `warp` or
+    `elastic`, all the geometry is one resampling (RandomWarp) instead of Keras's three."""
+    if warp or elastic:
         steps = [RandomWarp(rotation, shift, zoom, elastic, seed=seed + 8)]
     else:
         steps = [

@@ -165,6 +165,7 @@ class TrainConfig:
     noise: float = 0.0  # augmentation: max Gaussian noise standard deviation, fraction of 0-255
     stroke: float = 0.0  # augmentation: probability of thickening or thinning the strokes
     elastic: float = 0.0  # augmentation: elastic distortion strength, px (0: off; Simard: 34)
+    warp: bool = False  # augmentation: rotation, shift and zoom as one resampling, not three
     weights: str = "none"  # mobilenet/efficientnet: none, imagenet or a weights file
     fine_tune_epochs: int = 0  # pretrained weights: epochs with the base unfrozen, rate / 10
     seed: int = 42
@@ -318,6 +319,8 @@ def train(
     out_dir = Path(out_dir)
     if cfg.elastic and not cfg.augment:
         raise DigitsError("elastic distortion is part of augmentation: add --augment")
+    if cfg.warp and not cfg.augment:
+        raise DigitsError("--warp changes how augmentation resamples: add --augment")
     history: dict[str, list[float]] = {}
     if resume:
         if not (out_dir / "last.keras").is_file():
@@ -344,6 +347,7 @@ def train(
             cfg.noise,
             cfg.stroke,
             cfg.elastic,
+            cfg.warp,
         )
         model = with_augmentation(model, augment)
     if data is None:
