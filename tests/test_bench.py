@@ -51,3 +51,39 @@ def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
     card = load_card(DEFAULT_MODEL)
     assert path.parent == tmp_path and card["training"]["model"] in path.name
     assert load_model(path).count_params() == card["parameters"]
+
+
+def test_load_generator_reads_keep_alive_responses_and_counts_errors():
+    """The load generator's own HTTP client: statuses read, bodies consumed (the connection
+    stays in step), refused connections and non-200 answers counted, never raised."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+        def do_POST(self):
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = b'{"digit": 7}' * (50 if self.server.status == 200 else 1)
+            self.send_response(self.server.status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for status, errors in ((200, 0), (422, 7)):
+            server.status = status
+            result = bench.load(server.server_address[1], b"png bytes", 7, 2)
+            assert result["errors"] == errors and result["requests"] == 7
+        assert seen == [b"png bytes"] * 14
+    finally:
+        server.shutdown()
+    refused = bench.load(bench.free_port(), b"png bytes", 3, 2)
+    assert refused["errors"] == 3

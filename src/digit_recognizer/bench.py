@@ -180,31 +180,62 @@ def start_server(port: int, workers: int) -> tuple[subprocess.Popen, float]:
     raise DigitsError(f"digits serve did not answer within 30 s: {process.stderr.read()[-500:]}")
 
 
+def _connect(port: int) -> tuple[socket.socket, io.BufferedReader]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, sock.makefile("rb")
+
+
+def _exchange(sock: socket.socket, reader: io.BufferedReader, message: bytes) -> int:
+    """Send one prebuilt HTTP/1.1 request; read the response (status line, headers, a body
+    of Content-Length bytes) and return its status code."""
+    sock.sendall(message)
+    status = int(reader.readline().split()[1])
+    length = None
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None or len(reader.read(length)) != length:
+        raise OSError("response cut short or without Content-Length")
+    return status
+
+
 def load(port: int, body: bytes, requests: int, concurrency: int) -> dict:
-    """POST /api/predict `requests` times from `concurrency` keep-alive clients, then stop."""
+    """POST /api/predict `requests` times from `concurrency` keep-alive clients, then stop.
+
+    The clients send prebuilt request bytes over plain sockets: http.client parses every
+    response's headers with the email package, 0.28-0.57 ms of CPU per request against
+    0.11-0.19 ms here: CPU taken from the server under test on a 2-core machine."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     per_client = [
         requests // concurrency + (k < requests % concurrency) for k in range(concurrency)
     ]
-    headers = {"Content-Type": "image/png"}
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    message = head.encode("ascii") + body
 
     def client(count: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection = None
         for _ in range(count):
             start = time.perf_counter()
             try:
-                connection.request("POST", "/api/predict", body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                ok = response.status == 200
-            except OSError:
+                connection = connection or _connect(port)
+                ok = _exchange(*connection, message) == 200
+            except (OSError, ValueError, IndexError):  # refused, reset, timed out, garbled
                 ok = False
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                if connection:
+                    connection[0].close()
+                connection = None
             with lock:
                 latencies.append(time.perf_counter() - start)
                 errors[0] += not ok
+        if connection:
+            connection[0].close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
     start = time.perf_counter()
