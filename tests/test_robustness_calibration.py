@@ -224,7 +224,7 @@ def test_one_resampling_keeps_digits_sharper_than_three(digits):
 
 
 def test_elastic_and_warp_need_augmentation_and_train(tmp_path, mnist_path):
-    from digit_recognizer.train import recipe_config
+    from digit_recognizer.train import load_config, recipe_config
 
     with pytest.raises(DigitsError, match="--augment"):
         train_model(TrainConfig(elastic=34.0, limit=100, data_dir=str(mnist_path)), tmp_path)
@@ -233,6 +233,12 @@ def test_elastic_and_warp_need_augmentation_and_train(tmp_path, mnist_path):
     assert [type(layer) for layer in augmentation(10, 0.1, 0.1, 0, warp=True).layers] == [
         RandomWarp
     ]
+    assert recipe_config("accurate").warp and not recipe_config("robust").warp
+    old_run = tmp_path / "before-warp"  # written before --warp existed: three resamplings
+    old_run.mkdir()
+    old_config = {"config": {"recipe": "accurate", "model": "deep", "augment": True}}
+    (old_run / "config.json").write_text(json.dumps(old_config))
+    assert load_config(old_run).warp is False
     cfg = recipe_config("fast", augment=True, elastic=34.0, epochs=1, limit=300,
                         data_dir=str(mnist_path))  # fmt: skip
     train_model(cfg, tmp_path / "run", verbose=0)

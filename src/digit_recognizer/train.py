@@ -59,7 +59,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "warmup": 0.1,
         "patience": 2,
     },
-    # The `deep` network with geometric augmentation: about 99.5 % in 10 epochs.
+    # The `deep` network with geometric augmentation: about 99.5 % in 10 epochs. The geometry
+    # is one resampling (`warp`): validation 99.54 % against 99.42 % with Keras's three layers
+    # (mean of seeds 3-5, chosen on validation; README, Command line).
     "accurate": {
         "model": "deep",
         "batch_size": 256,
@@ -69,6 +71,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "warmup": 0.1,
         "patience": 100,
         "augment": True,
+        "warp": True,
     },
     # Geometry plus occlusion, faint ink, noise and stroke width: what `digits robustness`
     # tests, except blur and elastic distortion, which it never trains on.
