@@ -320,10 +320,8 @@ def train(
     the settings saved there (only `cfg.epochs` may be raised).
     """
     out_dir = Path(out_dir)
-    if cfg.elastic and not cfg.augment:
-        raise DigitsError("elastic distortion is part of augmentation: add --augment")
-    if cfg.warp and not cfg.augment:
-        raise DigitsError("--warp changes how augmentation resamples: add --augment")
+    if (cfg.elastic or cfg.warp) and not cfg.augment:
+        raise DigitsError("--elastic and --warp change the augmentation: add --augment")
     history: dict[str, list[float]] = {}
     if resume:
         if not (out_dir / "last.keras").is_file():
