@@ -393,16 +393,17 @@ def augmentation(
     noise: float = 0.0,
     stroke: float = 0.0,
     elastic: float = 0.0,
-    warp: bool = False,
+    one_resampling: bool = False,
 ) -> keras.Sequential:
     """Keras preprocessing layers, active in `fit` only (identity at inference and dropped
     from exported models): random rotation (degrees), shift and zoom (fractions of the
     image); optionally erasing a patch (probability `erase`: occlusion), contrast and
     brightness changes (up to `contrast`: faint ink, grey paper), Gaussian noise (standard
     deviation up to `noise`, a fraction of the grey range), stroke width changes
-    (probability `stroke`) and elastic distortion (strength `elastic`, px). With `warp` or
-    `elastic`, all the geometry is one resampling (RandomWarp) instead of Keras's three."""
-    if warp or elastic:
+    (probability `stroke`) and elastic distortion (strength `elastic`, px). With
+    `one_resampling` (`--warp`) or `elastic`, all the geometry is one resampling (RandomWarp)
+    instead of Keras's three."""
+    if one_resampling or elastic:
         steps = [RandomWarp(rotation, shift, zoom, elastic, seed=seed + 8)]
     else:
         steps = [
