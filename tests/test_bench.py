@@ -53,19 +53,26 @@ def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
     assert load_model(path).count_params() == card["parameters"]
 
 
-def test_load_generator_reads_keep_alive_responses_and_counts_errors():
+def test_load_generator_reads_keep_alive_responses_and_counts_errors(monkeypatch):
     """The load generator's own HTTP client: statuses read, bodies consumed (the connection
-    stays in step), refused connections and non-200 answers counted, never raised."""
+    stays in step), refused connections and non-200 answers counted, never raised. The
+    clients share one count: a connection answered slowly does not hold the others back."""
     import threading
+    import time
+    from collections import Counter
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[bytes] = []
+    per_connection: Counter = Counter()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
 
         def do_POST(self):
             seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            per_connection[self.client_address] += 1
+            if self.server.slow == self.client_address:
+                time.sleep(0.5)
             answer = b'{"digit": 7}' * (50 if self.server.status == 200 else 1)
             self.send_response(self.server.status)
             self.send_header("Content-Length", str(len(answer)))
@@ -76,6 +83,7 @@ def test_load_generator_reads_keep_alive_responses_and_counts_errors():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.slow = None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         for status, errors in ((200, 0), (422, 7)):
@@ -83,6 +91,21 @@ def test_load_generator_reads_keep_alive_responses_and_counts_errors():
             result = bench.load(server.server_address[1], b"png bytes", 7, 2)
             assert result["errors"] == errors and result["requests"] == 7
         assert seen == [b"png bytes"] * 14
+
+        per_connection.clear()
+        server.status = 200
+        connect, lock = bench._connect, threading.Lock()
+
+        def connect_first_one_slow(port):  # the first connection made is answered in 0.5 s
+            connection = connect(port)
+            with lock:
+                server.slow = server.slow or connection[0].getsockname()
+            return connection
+
+        monkeypatch.setattr(bench, "_connect", connect_first_one_slow)
+        result = bench.load(server.server_address[1], b"png bytes", 40, 2)
+        assert result["errors"] == 0 and sum(per_connection.values()) == 40
+        assert per_connection[server.slow] <= 3  # a fixed share would have been 20
     finally:
         server.shutdown()
     refused = bench.load(bench.free_port(), b"png bytes", 3, 2)
