@@ -109,6 +109,51 @@ def test_marker_and_hairline_come_out_alike(digits):
     assert all(1.5 < w < 5.0 for w in widths), widths
 
 
+def drawn_large(digit: np.ndarray, size: int) -> np.ndarray:
+    """A MNIST digit scaled to fill a size x size canvas: dark ink, strokes ~size/10 wide."""
+    big = Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)
+    return 255.0 - np.asarray(big, np.float32)
+
+
+def test_bold_strokes_are_not_taken_for_paper():
+    # A ring 60 px wide on 512 px paper: a background window narrower than the stroke
+    # (a fixed 40 px one did this) sees the stroke as paper and cuts its middle out.
+    rows, cols = np.indices((512, 512))
+    radius = np.hypot(rows - 256, cols - 256)
+    page = np.where(np.abs(radius - 150) < 30, 20.0, 230.0).astype(np.float32)
+    ink = pp.ink_map(page)
+    assert ink[256, 256 + 150] > 200  # the middle of the stroke is ink
+    assert ink[256, 256] < 10 and ink[5, 5] < 10  # inside the ring and outside: paper
+
+
+def test_half_size_reading_agrees_with_full_size(digits):
+    correlations = []
+    for digit in digits[:12]:
+        grey = drawn_large(digit, 280)  # the digit spans > 2 x DETAIL px: read at half size
+        ink = pp.ink_map(grey)
+        full_size = pp.digit_from_ink(ink, pp.ink_mask(ink))
+        correlations.append(np.corrcoef(pp.preprocess(grey).ravel(), full_size.ravel())[0, 1])
+    # The same digit; stroke normalisation may land a pixel thicker or thinner (0.81-1.0).
+    assert np.mean(correlations) > 0.9 and min(correlations) > 0.7, correlations
+
+
+def test_small_digit_in_a_large_image_is_read_at_full_size(digits):
+    page = np.full((400, 400), 230.0, np.float32)
+    page[150:250, 150:250] = drawn_large(digits[5], 100) * 0.9  # 100 px: 50 at half size
+    ink = pp.ink_map(page)
+    assert np.array_equal(pp.preprocess(page), pp.digit_from_ink(ink, pp.ink_mask(ink)))
+
+
+@pytest.mark.parametrize("shape", [(300, 2), (8, 170), (161, 9), (400, 400)])
+def test_thin_or_noisy_large_images_give_a_view_or_no_digit(shape):
+    pixels = np.random.default_rng(sum(shape)).uniform(0, 255, shape).astype(np.float32)
+    try:
+        view = pp.preprocess(pixels)
+    except pp.NoDigitError:
+        return
+    assert view.shape == (28, 28) and np.isfinite(view).all()
+
+
 @pytest.mark.parametrize("level", [0, 128, 255])
 def test_blank_images_are_no_digit(level):
     with pytest.raises(pp.NoDigitError, match="no digit found"):

@@ -10,7 +10,7 @@ Needs the fonts (regenerating only; the set is committed):
   apt-get install fonts-comic-neue fonts-dkg-handwriting fonts-breip fonts-bwht \
     fonts-dancingscript fonts-ecolier-court fonts-humor-sans \
     fonts-kaushanscript fonts-klee fonts-kristi fonts-rufscript fonts-seto fonts-kiloji
-Run: .venv/bin/python tools/make_handwriting_set.py [--out data/handwriting]
+Run: .venv/bin/python tools/make_handwriting_set.py [--out data/handwriting] [--height 56 160]
 """
 
 from __future__ import annotations
@@ -109,9 +109,11 @@ def glyph_layer(rng, size, digit: int, font_path: str | None) -> Image.Image:
     return layer.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BICUBIC)
 
 
-def render(rng: np.random.Generator, digit: int, font_path: str | None) -> tuple[bytes, str]:
+def render(
+    rng: np.random.Generator, digit: int, font_path: str | None, heights=(56, 160)
+) -> tuple[bytes, str]:
     """One test image as encoded bytes and its file extension."""
-    height = int(rng.uniform(56, 160))
+    height = int(rng.uniform(*heights))
     size = (int(height * rng.uniform(0.8, 1.4)), height)
     dark = rng.random() < 0.2  # chalk on a board: light ink on dark
     background = paper(rng, size, dark)
@@ -136,6 +138,10 @@ def main() -> None:
     parser.add_argument("--per-font", type=int, default=3, help="images per digit and font")
     parser.add_argument("--drawn", type=int, default=12, help="pen-stroke images per digit")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--height", type=int, nargs=2, default=(56, 160), metavar=("MIN", "MAX"),
+        help="image height range in px (the committed set: 56 160)",
+    )  # fmt: skip
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     sources = {name: path for name, path in font_files().items()}
@@ -148,7 +154,7 @@ def main() -> None:
         for name, path in [*sources.items(), ("drawn", None)]:
             repeats = args.drawn if path is None else args.per_font
             for k in range(repeats):
-                data, extension = render(rng, digit, path)
+                data, extension = render(rng, digit, path, tuple(args.height))
                 (args.out / f"{digit}_{name}_{k:02d}.{extension}").write_bytes(data)
                 count += 1
     print(f"wrote {count} images from {len(sources)} fonts + drawn strokes to {args.out}")

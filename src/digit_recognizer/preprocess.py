@@ -5,7 +5,8 @@ sits in a 28x28 frame centred by its centre of mass. Photos, scans and canvas dr
 none of that, which is why MNIST models that score 99 % misread digits people draw. Every
 path (CLI, web app, evaluation) calls `preprocess`; there is no second copy.
 
-Pipeline, on a grey image at most WORK_SIZE px on its longer side:
+Pipeline, on a grey image at most WORK_SIZE px on its longer side (tried first at half its
+size, kept when the digit still spans DETAIL px there):
   grey -> ink map (polarity, uneven background removed, contrast normalised)
        -> mask (Otsu threshold, specks dropped) -> crop to the ink
        -> stroke width normalised (grey erosion/dilation) -> 20 px box -> centred 28x28
@@ -140,12 +141,16 @@ def _border(image: np.ndarray) -> np.ndarray:
 
 def _background(light_on_dark: np.ndarray) -> np.ndarray | np.float32:
     """Estimate of the paper under uneven light and shadows: a grey opening (5x5) on the
-    image shrunk 8x, so strokes narrower than ~32 px vanish from it, scaled back up. Small
-    images (under 64 px, e.g. MNIST itself) get one flat level: the border's median."""
+    image shrunk to about 20 px on its shorter side (8x at least), so that strokes up to a
+    fifth of that side (32 px at least) vanish from it, scaled back up. Small images (under 64 px,
+    e.g. MNIST itself) get one flat level: the border's median."""
     height, width = light_on_dark.shape
     if min(height, width) < 64:
         return np.float32(np.median(_border(light_on_dark)))
-    small = np.asarray(Image.fromarray(light_on_dark.astype(np.uint8)).reduce(8))
+    # A fixed 8x (a 40 px window) took the strokes of large, bold digits for paper and cut
+    # them out: MNIST digits drawn 504 px wide read 89 % instead of 99 %.
+    factor = max(8, min(height, width) // 20)
+    small = np.asarray(Image.fromarray(light_on_dark.astype(np.uint8)).reduce(factor))
     opened = morphology.grey_dilation(morphology.grey_erosion(small, 5), 5)
     if opened.min() == opened.max():  # even paper (a canvas, a clean scan): nothing to scale
         return np.float32(opened[0, 0])
@@ -289,8 +294,33 @@ def preprocess(source: bytes | str | Path | Image.Image | np.ndarray) -> np.ndar
         raise ImageError(f"expected a 2-D grey image, got shape {grey.shape}")
     if min(grey.shape) < 2:
         raise NoDigitError(f"no digit found (the image is only {grey.shape} px)")
+    if max(grey.shape) >= 2 * DETAIL and min(grey.shape) >= 8:
+        digit = _digit_at_half_size(grey)
+        if digit is not None:
+            return digit
     ink = ink_map(grey)
     return digit_from_ink(ink, ink_mask(ink))
+
+
+def halve(grey: np.ndarray) -> np.ndarray:
+    """Mean of each 2x2 block (an odd last row or column is dropped)."""
+    g = grey[: grey.shape[0] // 2 * 2, : grey.shape[1] // 2 * 2]
+    return (g[0::2, 0::2] + g[1::2, 0::2] + g[0::2, 1::2] + g[1::2, 1::2]) * np.float32(0.25)
+
+
+def _digit_at_half_size(grey: np.ndarray) -> np.ndarray | None:
+    """The digit read from the image shrunk 2x, if it still spans DETAIL px there (the most
+    detail the later stages keep): a quarter of the pixels to segment, so a 280 px canvas
+    takes half the time. None when the digit is smaller, or not found: read at full size."""
+    try:
+        ink = ink_map(halve(grey))
+        mask = ink_mask(ink)
+        top, bottom, left, right = _extent(mask)
+        if max(bottom - top, right - left) + 1 < DETAIL:
+            return None
+        return digit_from_ink(ink, mask)
+    except NoDigitError:
+        return None
 
 
 # --- Several digits in a row ------------------------------------------------------------
