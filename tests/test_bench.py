@@ -41,6 +41,16 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     assert "Keras side: `model.keras`" in text
 
 
+def test_server_is_timed_on_the_request_the_page_sends():
+    from digit_recognizer import preprocess as pp
+    from digit_recognizer.web.app import decode_data_url
+
+    image = json.loads(bench.page_request_body())["image"]  # as app.js posts it
+    assert image.startswith("data:image/png;base64,")
+    canvas = pp.open_image(decode_data_url(image))
+    assert canvas.mode == "RGBA" and canvas.size == (280, 280)  # as canvas.toDataURL gives
+
+
 def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
     """Without runs/robust (a fresh checkout) Keras is timed on the shipped architecture."""
     from digit_recognizer.models import load_model

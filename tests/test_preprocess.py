@@ -89,6 +89,18 @@ def test_transparent_background_is_white_paper(digits):
     )
 
 
+def test_opaque_rgba_is_read_as_its_colours_and_a_clear_pixel_as_paper(digits):
+    # A browser canvas: RGBA, every pixel opaque. One clear pixel must still be composited.
+    rgb = np.array(paper_photo(digits[2]).convert("RGB"))
+    alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+    opaque = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+    assert np.array_equal(pp.to_grey(opaque), pp.to_grey(opaque.convert("RGB")))
+    alpha[0, 0] = 0
+    rgb[0, 0] = 0  # black, but fully transparent: paper shows through
+    one_clear = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+    assert pp.to_grey(one_clear)[0, 0] == 255
+
+
 def test_sixteen_bit_grey(digits):
     wide = (np.asarray(paper_photo(digits[3]), np.uint16) * 257).astype(np.uint16)
     view = pp.preprocess(encode(Image.fromarray(wide)))  # uint16 -> mode I;16

