@@ -48,6 +48,14 @@ def small_mnist(mnist_path):
     return load_dataset("mnist", mnist_path, limit=500)
 
 
+def drawn_large(digit: np.ndarray, size: int) -> np.ndarray:
+    """A MNIST digit scaled to fill a size x size canvas: dark ink, strokes ~size/10 wide."""
+    from PIL import Image
+
+    big = Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)
+    return 255.0 - np.asarray(big, np.float32)
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX: magic 0x0000080N, N big-endian dimensions, data."""
     header = struct.pack(">HBB", 0, 0x08, array.ndim)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import drawn_large
 from conftest import run_digits as digits
 from PIL import Image
 
@@ -44,10 +45,10 @@ def test_large_bold_drawings_read_as_well_as_mnist(recognizer, small_mnist, size
     # MNIST digits drawn to fill a canvas or a scan, strokes size/10 wide. A fixed 40 px
     # background window took such strokes for paper: 96 % at 280 px and 89 % at 504.
     images, labels = small_mnist.x_test[:300], small_mnist.y_test[:300]
-    hits = []
-    for digit, label in zip(images, labels, strict=True):
-        big = Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)
-        hits.append(recognizer.read(255.0 - np.asarray(big, np.float32)).digit == label)
+    hits = [
+        recognizer.read(drawn_large(digit, size)).digit == label
+        for digit, label in zip(images, labels, strict=True)
+    ]
     assert np.mean(hits) > 0.97
 
 

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import drawn_large
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -119,12 +120,6 @@ def test_marker_and_hairline_come_out_alike(digits):
         view = pp.preprocess(image)
         widths.append(pp.stroke_width(view > 100))
     assert all(1.5 < w < 5.0 for w in widths), widths
-
-
-def drawn_large(digit: np.ndarray, size: int) -> np.ndarray:
-    """A MNIST digit scaled to fill a size x size canvas: dark ink, strokes ~size/10 wide."""
-    big = Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)
-    return 255.0 - np.asarray(big, np.float32)
 
 
 def test_bold_strokes_are_not_taken_for_paper():
