@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +130,20 @@ def test_predict_json_lines():
     result = digits("predict", str(path), "--json")
     record = json.loads(result.stdout)
     assert result.returncode == 0 and record["digit"] == 4 and len(record["probabilities"]) == 10
+
+
+def test_predict_command_imports_only_what_reading_needs():
+    """A cold `digits predict` pays for every import: Rich (only for tables and logs), numpy.ma
+    (pulled in by np.median and np.percentile) and TensorFlow cost it 0.1-3.5 s."""
+    photo = sorted(HANDWRITING.glob("0_*.jpg"))[0]  # uneven paper: the percentile's slow path
+    code = (
+        "import sys; from digit_recognizer.cli import main; "
+        f"sys.argv = ['digits', 'predict', {str(photo)!r}]\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "heavy = {'rich', 'numpy.ma', 'tensorflow', 'keras', 'scipy'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split("\t")[1] == "0" and lines[-1] == "[]", result.stdout

@@ -267,6 +267,18 @@ def test_high_percentile_and_histogram_match_numpy(levels, solid, q, fractional)
     )
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(st.sampled_from([np.uint8, np.float32, np.float64]), st.integers(1, 400)),
+    st.floats(0, 100),
+)
+def test_median_and_percentile_match_numpy_to_the_last_bit(values, q):
+    values = np.nan_to_num(values, posinf=0, neginf=0)
+    for ours, numpys in ((pp._median(values), np.median(values)),
+                         (pp._percentile(values, q), np.percentile(values, q))):  # fmt: skip
+        assert ours == numpys and np.asarray(ours).dtype == np.asarray(numpys).dtype
+
+
 # --- morphology.py against SciPy (preprocessing must not import SciPy: cold start) ----------
 
 masks = arrays(bool, st.tuples(st.integers(1, 40), st.integers(1, 40)))

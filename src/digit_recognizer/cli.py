@@ -3,17 +3,19 @@ calls one library function and renders the result."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 import digit_recognizer
 from digit_recognizer.errors import DigitsError
@@ -27,7 +29,36 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console()
+
+
+# Rich is imported on first use: `digits predict` prints plain lines, and importing Rich's
+# console, table and logging modules took a tenth of its cold start.
+@functools.cache
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
+class _RichLogHandler(logging.Handler):
+    """Rich's log handler, created when the first record arrives."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.logging import RichHandler
+
+        if not hasattr(self, "rich"):
+            self.rich = RichHandler(console=console(stderr=True), show_path=False)
+        self.rich.emit(record)
+
 
 DataDirOption = Annotated[
     Path | None,
@@ -57,7 +88,7 @@ def _quiet_tensorflow() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        console.print(f"digit-recognizer {digit_recognizer.__version__}")
+        console().print(f"digit-recognizer {digit_recognizer.__version__}")
         raise typer.Exit()
 
 
@@ -71,14 +102,12 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        handlers=[_RichLogHandler()],
     )
 
 
 def _metrics_table(title: str, metrics) -> Table:
-    table = Table(title=title)
-    for column in ("test accuracy", "macro F1", "loss", "ms/image", "parameters"):
-        table.add_column(column, justify="right")
+    table = _table(title, ("test accuracy", "macro F1", "loss", "ms/image", "parameters"))
     table.add_row(
         f"{metrics.accuracy:.2%}", f"{metrics.macro_f1:.4f}", f"{metrics.loss:.4f}",
         f"{metrics.ms_per_image:.3f}", f"{metrics.parameters:,}",
@@ -151,11 +180,11 @@ def train(
         shutil.rmtree(out)
     run = train_model(cfg, out, resume=resume, verbose=1 if sys.stdout.isatty() else 2)
     if run.interrupted:
-        console.print(f"Interrupted. Best model kept in {out}; continue with --resume.")
+        console().print(f"Interrupted. Best model kept in {out}; continue with --resume.")
         raise typer.Exit(130)
     metrics = evaluate_run(out)
-    console.print(_metrics_table(f"{run.config.model}: {run.epochs_run} epochs", metrics))
-    console.print(f"Run written to [bold]{out}[/] (model.keras, model.h5, metrics, figures).")
+    console().print(_metrics_table(f"{run.config.model}: {run.epochs_run} epochs", metrics))
+    console().print(f"Run written to [bold]{out}[/] (model.keras, model.h5, metrics, figures).")
 
 
 @app.command()
@@ -167,7 +196,7 @@ def evaluate(
     from digit_recognizer.evaluate import evaluate_run
 
     metrics = evaluate_run(run_dir)
-    console.print(_metrics_table(str(run_dir), metrics))
+    console().print(_metrics_table(str(run_dir), metrics))
 
 
 @app.command()
@@ -179,16 +208,15 @@ def compare(
     from digit_recognizer.compare import compare as compare_runs
 
     rows, report = compare_runs(run_dirs, out or Path(run_dirs[0]).resolve().parent)
-    table = Table(title="Model comparison")
-    for column in ("run", "parameters", "test accuracy", "macro F1", "epochs", "train s", "ms/img"):
-        table.add_column(column, justify="right")
+    columns = ("run", "parameters", "test accuracy", "macro F1", "epochs", "train s", "ms/img")
+    table = _table("Model comparison", columns)
     for r in rows:
         table.add_row(
             r.name, f"{r.parameters:,}", f"{r.accuracy:.2%}", f"{r.macro_f1:.4f}",
             str(r.epochs), f"{r.train_seconds:.0f}", f"{r.ms_per_image:.3f}",
         )  # fmt: skip
-    console.print(table)
-    console.print(f"Report: [bold]{report}[/]")
+    console().print(table)
+    console().print(f"Report: [bold]{report}[/]")
 
 
 ModelOption = Annotated[
@@ -301,7 +329,7 @@ def serve(
     Recognizer(model)  # a bad --model fails here, in one line, before any worker starts
     if model:
         os.environ["DIGITS_MODEL"] = str(model)
-    console.print(f"Serving on http://{host}:{port} with {workers} worker(s)  (Ctrl-C to stop)")
+    console().print(f"Serving on http://{host}:{port} with {workers} worker(s)  (Ctrl-C to stop)")
     run_server(host, port, workers)
 
 
@@ -321,7 +349,7 @@ def export(
     from digit_recognizer.export import export_onnx
 
     path, card = export_onnx(source, out, handwriting)
-    console.print(f"Wrote {path} (max |ONNX - Keras| = {card['onnx_max_abs_diff_vs_keras']:.1e})")
+    console().print(f"Wrote {path} (max |ONNX - Keras| = {card['onnx_max_abs_diff_vs_keras']:.1e})")
 
 
 @app.command("evaluate-images")
@@ -337,15 +365,14 @@ def evaluate_images(
     if not folder.is_dir():
         raise DigitsError(f"{folder} is not a folder")
     with_pre, without = score(folder, model, True), score(folder, model, False)
-    table = Table(title=f"{folder}: {with_pre['images']} images")
-    for column in ("preprocessing", "accuracy", "correct", "no digit found"):
-        table.add_column(column, justify="right")
+    columns = ("preprocessing", "accuracy", "correct", "no digit found")
+    table = _table(f"{folder}: {with_pre['images']} images", columns)
     for report in (with_pre, without):
         table.add_row(
             "on" if report["preprocessing"] else "off", f"{report['accuracy']:.2%}",
             str(report["correct"]), str(report["no_digit"]),
         )  # fmt: skip
-    console.print(table)
+    console().print(table)
     if out:
         write_json(out, {"with_preprocessing": with_pre, "without_preprocessing": without})
 
@@ -365,7 +392,7 @@ def report(
     text = "# Leaderboard\n\n" + leaderboard(runs_root, robustness_file)
     path = write_text(out or runs_root / "leaderboard.md", text)
     print(text)  # verbatim: Rich would re-wrap the table
-    console.print(f"Leaderboard: [bold]{path}[/]")
+    console().print(f"Leaderboard: [bold]{path}[/]")
 
 
 @app.command()
@@ -380,8 +407,8 @@ def ensemble(
 
     build_ensemble(run_dirs, out)
     metrics = evaluate_run(out)
-    console.print(_metrics_table(f"ensemble of {len(run_dirs)}", metrics))
-    console.print(
+    console().print(_metrics_table(f"ensemble of {len(run_dirs)}", metrics))
+    console().print(
         f"Ensemble written to [bold]{out}[/]; `digits export {out}` makes one ONNX graph."
     )
 
@@ -405,13 +432,13 @@ def robustness_command(
     results = {}
     for model in models:
         name = Path(model).name if model != "default" else "shipped"
-        with console.status(f"corrupting and scoring: {name}"):
+        with console().status(f"corrupting and scoring: {name}"):
             results[name] = robustness(
                 predictor(model), data.x_test, data.y_test, seed, preprocess_batch
             )
     report = write_report(results, out)
     print(report.read_text())  # verbatim: Rich would re-wrap the table
-    console.print(f"Report: [bold]{report}[/], robustness.json, robustness.png")
+    console().print(f"Report: [bold]{report}[/], robustness.json, robustness.png")
 
 
 @app.command()
@@ -427,10 +454,10 @@ def bench(
     from digit_recognizer.bench import BenchConfig, run_benchmarks
 
     cfg = BenchConfig(out=out, quick=quick, data_dir=str(data_dir) if data_dir else None)
-    with console.status("benchmarking") as status:
+    with console().status("benchmarking") as status:
         run_benchmarks(cfg, progress=lambda message: status.update(f"benchmarking: {message}"))
     print((out / "results.md").read_text())  # verbatim: Rich would re-wrap the tables
-    console.print(f"Results: [bold]{out / 'results.json'}[/], {out / 'results.md'}")
+    console().print(f"Results: [bold]{out / 'results.json'}[/], {out / 'results.md'}")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from digit_recognizer.artifacts import (
     write_json,
 )
 from digit_recognizer.errors import DigitsError
+from digit_recognizer.predict import card_path
 
 MAX_ABS_DIFF = 1e-4  # largest difference between Keras and ONNX probabilities we accept
 
@@ -109,8 +110,3 @@ def export_onnx(
         }
     write_json(card_path(out), card)
     return out, card
-
-
-def card_path(onnx_path: Path) -> Path:
-    """model.onnx -> model_card.json beside it."""
-    return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")

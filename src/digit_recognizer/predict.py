@@ -68,9 +68,12 @@ def resolve_model(model: str | Path | None) -> Path:
     return path
 
 
-def load_card(onnx_path: Path) -> dict:
-    from digit_recognizer.export import card_path
+def card_path(onnx_path: Path) -> Path:
+    """model.onnx -> model_card.json beside it."""
+    return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")
 
+
+def load_card(onnx_path: Path) -> dict:
     path = card_path(onnx_path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
