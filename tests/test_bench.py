@@ -26,6 +26,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
         run = results["time_to_accuracy"][recipe]
         assert set(run["seconds_to"]) == {"0.990", "0.995"}
         assert 0 <= run["accuracy_after_1_epoch"] <= 1 and run["curve"]
+        assert all(0 <= point["val_accuracy"] <= 1 for point in run["curve"])
     for engine in ("keras", "onnxruntime"):
         figures = results["inference"][engine]
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]

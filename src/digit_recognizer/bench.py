@@ -318,7 +318,11 @@ def time_to_accuracy_callback(x_test: np.ndarray, y_test: np.ndarray, targets, m
             self.seconds += time.perf_counter() - self.start
             predicted = self.model.predict(x_test[..., None], batch_size=2048, verbose=0)
             accuracy = float(np.mean(predicted.argmax(axis=1) == y_test))
-            self.curve.append({"epoch": epoch + 1, "seconds": self.seconds, "accuracy": accuracy})
+            validation = (logs or {}).get("val_accuracy")
+            self.curve.append(
+                {"epoch": epoch + 1, "seconds": self.seconds, "accuracy": accuracy,
+                 "val_accuracy": None if validation is None else float(validation)}
+            )  # fmt: skip
             for target in targets:
                 if accuracy >= target and str(target) not in self.reached:
                     self.reached[str(target)] = self.seconds
@@ -461,14 +465,16 @@ def markdown(results: dict) -> str:
         "|---|---:|",
         *[f"| {k} | {v:,.0f} |" for k, v in results["training_images_per_s"].items()],
         "",
-        "| recipe | model | to 99.0 % test | to 99.5 % test | after 1 epoch | epochs run |",
-        "|---|---|---:|---:|---:|---:|",
+        "| recipe | model | to 99.0 % test | to 99.5 % test | after 1 epoch | epochs run "
+        "| last epoch: test / validation |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for run in results["time_to_accuracy"].values():
-        to = run["seconds_to"]
+        to, last = run["seconds_to"], run["curve"][-1]
         lines.append(
             f"| {run['recipe']} | {run['model']} | {_seconds(to['0.990'])} | "
-            f"{_seconds(to['0.995'])} | {run['accuracy_after_1_epoch']:.2%} | {len(run['curve'])} |"
+            f"{_seconds(to['0.995'])} | {run['accuracy_after_1_epoch']:.2%} | {len(run['curve'])} "
+            f"| {last['accuracy']:.2%} / {last['val_accuracy']:.2%} |"
         )
     runs = results["time_to_accuracy"]
     seed_99, fast_99 = (runs[r]["seconds_to"]["0.990"] for r in ("seed", "fast"))
