@@ -117,7 +117,9 @@ def _metrics_table(title: str, metrics) -> Table:
 
 @app.command()
 def train(
-    recipe: Annotated[str, typer.Option(help="Preset: seed, fast, accurate or robust.")] = "seed",
+    recipe: Annotated[
+        str, typer.Option(help="Preset: seed, fast, accurate, accurate-short or robust.")
+    ] = "seed",
     model: Annotated[
         str | None, typer.Option(help="mlp, cnn, fast, deep, vgg, ... (default: recipe's).")
     ] = None,
