@@ -32,7 +32,7 @@ app = typer.Typer(
 
 
 # Rich is imported on first use: `digits predict` prints plain lines, and importing Rich's
-# console, table and logging modules took a tenth of its cold start.
+# console, table and logging modules cost its cold start about 50 ms.
 @functools.cache
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
@@ -52,10 +52,14 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
 class _RichLogHandler(logging.Handler):
     """Rich's log handler, created when the first record arrives."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        from rich.logging import RichHandler
+    def __init__(self) -> None:
+        super().__init__()
+        self.rich: logging.Handler | None = None
 
-        if not hasattr(self, "rich"):
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.rich is None:
+            from rich.logging import RichHandler
+
             self.rich = RichHandler(console=console(stderr=True), show_path=False)
         self.rich.emit(record)
 
