@@ -274,6 +274,7 @@ def test_high_percentile_and_histogram_match_numpy(levels, solid, q, fractional)
 )
 def test_median_and_percentile_match_numpy_to_the_last_bit(values, q):
     values = np.nan_to_num(values, posinf=0, neginf=0)
+    assert pp._median(values.reshape(1, -1, 1)) == np.median(values)  # any shape, as NumPy
     for ours, numpys in ((pp._median(values), np.median(values)),
                          (pp._percentile(values, q), np.percentile(values, q))):  # fmt: skip
         assert ours == numpys and np.asarray(ours).dtype == np.asarray(numpys).dtype

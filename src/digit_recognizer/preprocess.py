@@ -138,9 +138,9 @@ def otsu_threshold(values: np.ndarray) -> float:
 
 
 def _median(values) -> np.floating:
-    """np.median of a 1-D array or list, without the NaN check that imports numpy.ma on
-    first use (15-25 ms of a cold `digits predict`). The images here hold no NaN."""
-    values = np.asarray(values)
+    """np.median of all the values (any shape, or a list), without the NaN check that imports
+    numpy.ma on first use (15-25 ms of a cold `digits predict`). The images hold no NaN."""
+    values = np.asarray(values).ravel()
     high = values.size // 2
     low = high if values.size % 2 else high - 1
     return np.mean(np.partition(values, (low, high))[low : high + 1])
@@ -411,4 +411,4 @@ def naive_resize(source: bytes | str | Path | Image.Image) -> np.ndarray:
     grey = load_grey(source)
     small = Image.fromarray(grey.astype(np.uint8)).resize((FRAME, FRAME), Image.Resampling.LANCZOS)
     view = np.asarray(small, dtype=np.float32)
-    return 255.0 - view if _median(view.ravel()) > 127 else view
+    return 255.0 - view if _median(view) > 127 else view
