@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 from conftest import run_digits as digits
 
 from digit_recognizer import __version__
+
+HANDWRITING = sorted((REPO / "data" / "handwriting").glob("*.png"))
 
 
 def test_version_and_help():
@@ -31,6 +34,17 @@ def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_exit_codes_and_output_survive_the_fast_exit(tmp_path):
+    """main() ends the process without Python's teardown: the exit code and every printed
+    line must still come through (usage errors are Typer's exit code 2)."""
+    assert digits("predict").returncode == 2
+    assert "Missing argument" in digits("predict").stderr
+    missing = tmp_path / "missing.png"
+    result = digits("predict", "--json", str(missing), *[str(p) for p in HANDWRITING[:40]])
+    assert result.returncode == 1 and f"{missing}: error" in result.stderr
+    assert len(result.stdout.splitlines()) == 40
 
 
 def test_train_smoke_run_from_the_command_line(tmp_path, mnist_path):

@@ -137,9 +137,9 @@ def test_predict_command_imports_only_what_reading_needs():
     (pulled in by np.median and np.percentile) and TensorFlow cost it 0.1-3.5 s."""
     photo = sorted(HANDWRITING.glob("0_*.jpg"))[0]  # uneven paper: the percentile's slow path
     code = (
-        "import sys; from digit_recognizer.cli import main; "
+        "import sys; from digit_recognizer.cli import app; "  # main() would end the process
         f"sys.argv = ['digits', 'predict', {str(photo)!r}]\n"
-        "try: main()\nexcept SystemExit: pass\n"
+        "try: app()\nexcept SystemExit: pass\n"
         "heavy = {'rich', 'numpy.ma', 'tensorflow', 'keras', 'scipy'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
