@@ -10,7 +10,7 @@ from conftest import drawn_large
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image
+from PIL import Image, ImageOps
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer.errors import DigitsError
@@ -184,6 +184,68 @@ def test_faint_paper_noise_is_no_digit():
 def test_unreadable_input(data, error):
     with pytest.raises(error):
         pp.preprocess(data)
+
+
+def pillow_grey(data: bytes) -> np.ndarray:
+    """What Pillow alone makes of an image: the reference for the PNG fast path."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return pp.to_grey(ImageOps.exif_transpose(image))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    mode=st.sampled_from(["L", "RGB", "RGBA"]),
+    shape=st.tuples(st.integers(1, 50), st.integers(1, 50)),
+    block=st.integers(1, 8),  # runs of one colour, as on a canvas: long matches to inflate
+    opaque=st.booleans(),
+    level=st.integers(0, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_simple_pngs_are_read_as_pillow_reads_them(mode, shape, block, opaque, level, seed):
+    small = np.random.default_rng(seed).integers(0, 256, (*shape, len(mode)), dtype=np.uint8)
+    pixels = small.repeat(block, axis=0).repeat(block, axis=1)
+    if opaque and mode == "RGBA":
+        pixels[..., -1] = 255
+    data = encode(Image.fromarray(pixels[..., 0] if mode == "L" else pixels), compress_level=level)
+    assert pp._simple_png(data, pp.MAX_PIXELS) is not None  # libspng read it
+    got, expected = pp.to_grey(pp.open_image(data)), pillow_grey(data)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_other_pngs_are_left_to_pillow(digits):
+    photo = paper_photo(digits[4]).resize((60, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate to display
+    others = {
+        "palette": encode(photo.convert("P")),
+        "grey + alpha": encode(photo.convert("LA")),
+        "transparency key": encode(photo, transparency=235),
+        "EXIF orientation": encode(photo, exif=exif.tobytes()),
+        "16-bit": encode(Image.fromarray(np.asarray(photo, np.uint16) * 257)),
+        "truncated": encode(photo)[:200],
+        "over the pixel limit": encode(Image.new("L", (100, 100))),
+    }
+    for name, data in others.items():
+        assert pp._simple_png(data, max_pixels=9_999 if "limit" in name else pp.MAX_PIXELS) is None
+        if name not in ("truncated", "over the pixel limit"):
+            assert np.array_equal(pp.to_grey(pp.open_image(data)), pillow_grey(data)), name
+    rotated = pp.to_grey(pp.open_image(others["EXIF orientation"]))
+    assert rotated.shape == (60, 60) and not np.array_equal(rotated, pp.to_grey(photo))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(33, 10_000), st.integers(0, 255)), min_size=1, max_size=8))
+def test_damaged_canvas_pngs_only_raise_documented_errors(damage):
+    """Uploads reach libspng: bytes changed after the header must give a view or a clean error."""
+    data = bytearray(encode(Image.new("RGBA", (280, 280), "white")))
+    for position, value in damage:
+        data[position % len(data)] = value
+    try:
+        view = pp.preprocess(bytes(data))
+    except DigitsError:
+        return
+    assert view.shape == (28, 28)
 
 
 def test_decompression_bomb_is_refused_before_decoding():

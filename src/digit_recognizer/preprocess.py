@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ FRAME = 28  # MNIST: image size, in px
 MNIST_STROKE = 3.0  # median MNIST stroke width in the 20 px box (2.97 on 2,000 train digits)
 DETAIL = 4 * BOX  # a digit's crop is worked on at most this size (px): 4x its final 20 px
 MIN_CONTRAST = 24.0  # grey levels between paper and ink below which we see no digit
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOURS = (0, 2, 6)  # PNG colour types grey, RGB, RGBA (libspng: no grey + alpha)
 
 
 class ImageError(DigitsError):
@@ -60,11 +63,36 @@ class Digit:
 # --- Reading ---------------------------------------------------------------------------
 
 
+def _simple_png(data: bytes, max_pixels: int) -> Image.Image | None:
+    """An 8-bit grey, RGB or RGBA PNG without transparency key, EXIF or interlacing (what a
+    browser's canvas gives), decoded by libspng: the page's 280x280 canvas in 0.1-0.3 ms against
+    Pillow's 0.5-0.9 (Pillow inflates with the system's zlib, slow on long runs of one byte).
+    The same pixels as Pillow's; None for any other PNG, or one libspng rejects: Pillow reads
+    those, and words the errors."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    if depth != 8 or colour not in PNG_COLOURS or interlace or width * height > max_pixels:
+        return None
+    # A chunk's name is in the file as it is: absent here, it is absent (found inside the
+    # compressed pixels by chance, it only sends the file to Pillow).
+    if any(name in data for name in (b"tRNS", b"eXIf", b"exif")):
+        return None
+    import pyspng  # 2 ms, only when there is a PNG to read
+
+    try:
+        return Image.fromarray(pyspng.load(data))
+    except Exception:  # pybind11 raises RuntimeError or ValueError on bad data
+        return None
+
+
 def open_image(source: bytes | str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open any image Pillow reads, with EXIF orientation applied; fully decoded."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not data:
         raise ImageError("empty file")
+    if (simple := _simple_png(data, max_pixels)) is not None:
+        return simple
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
