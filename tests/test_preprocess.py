@@ -10,7 +10,7 @@ from conftest import drawn_large
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer.errors import DigitsError
@@ -217,11 +217,14 @@ def test_other_pngs_are_left_to_pillow(digits):
     photo = paper_photo(digits[4]).resize((60, 60))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate to display
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<rdf:Description tiff:Orientation="6"/>')
     others = {
         "palette": encode(photo.convert("P")),
         "grey + alpha": encode(photo.convert("LA")),
         "transparency key": encode(photo, transparency=235),
         "EXIF orientation": encode(photo, exif=exif.tobytes()),
+        "XMP orientation": encode(photo, pnginfo=xmp),
         "16-bit": encode(Image.fromarray(np.asarray(photo, np.uint16) * 257)),
         "truncated": encode(photo)[:200],
         "over the pixel limit": encode(Image.new("L", (100, 100))),
@@ -230,8 +233,9 @@ def test_other_pngs_are_left_to_pillow(digits):
         assert pp._simple_png(data, max_pixels=9_999 if "limit" in name else pp.MAX_PIXELS) is None
         if name not in ("truncated", "over the pixel limit"):
             assert np.array_equal(pp.to_grey(pp.open_image(data)), pillow_grey(data)), name
-    rotated = pp.to_grey(pp.open_image(others["EXIF orientation"]))
-    assert rotated.shape == (60, 60) and not np.array_equal(rotated, pp.to_grey(photo))
+    for name in ("EXIF orientation", "XMP orientation"):
+        rotated = pp.to_grey(pp.open_image(others[name]))
+        assert np.array_equal(rotated, pp.to_grey(photo.transpose(Image.Transpose.ROTATE_270)))
 
 
 @settings(max_examples=200, deadline=None)
