@@ -10,7 +10,8 @@ size, kept when the digit still spans DETAIL px there):
   grey -> ink map (polarity, uneven background removed, contrast normalised)
        -> mask (Otsu threshold, specks dropped) -> crop to the ink
        -> stroke width normalised (grey erosion/dilation) -> 20 px box -> centred 28x28
-Imports NumPy and Pillow only: never TensorFlow, nor SciPy (see morphology.py).
+Imports NumPy and Pillow only (and pyspng for the PNGs a canvas gives): never TensorFlow, nor
+SciPy (see morphology.py).
 """
 
 from __future__ import annotations
