@@ -8,13 +8,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import drawn_large
 from conftest import run_digits as digits
 from PIL import Image
 
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.predict import DEFAULT_MODEL, Recognizer, resolve_model
+from digit_recognizer.predict import (
+    DEFAULT_MODEL,
+    Recognizer,
+    apply_temperature,
+    card_path,
+    resolve_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 HANDWRITING = REPO / "data" / "handwriting"
@@ -31,6 +38,8 @@ def test_shipped_model_and_card_are_in_the_package(recognizer):
     assert card["test_accuracy"] > 0.99 and card["parameters"] == 321_866
     assert card["training"]["augment"] is True and card["data"]["dataset"] == "mnist"
     assert card["handwriting"]["accuracy_with_preprocessing"] >= 0.95
+    # Calibrated in the file itself: nothing to apply after ONNX Runtime.
+    assert card["calibration"]["in_model"] is True and recognizer.temperature == 1.0
 
 
 def test_mnist_through_preprocessing(recognizer, small_mnist):
@@ -102,6 +111,50 @@ def test_export_matches_keras(tmp_path, mnist_path):
     model = keras.models.load_model(tmp_path / "model.keras")
     expected = np.asarray(model(x[..., None], training=False))
     assert np.abs(Recognizer(onnx_path).probabilities(x) - expected).max() <= 1e-4
+    # Flatten's run-time shape arithmetic and its Transpose are gone from the graph.
+    operations = {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
+    assert operations == {"Reshape", "Conv", "Relu", "MaxPool", "MatMul", "Add", "Softmax"}
+
+
+def test_export_folds_the_fitted_temperature_into_the_last_layer(tmp_path, mnist_path):
+    import keras
+
+    from digit_recognizer import TrainConfig, train_model
+    from digit_recognizer.artifacts import write_json
+    from digit_recognizer.data import load_dataset
+    from digit_recognizer.export import export_onnx
+
+    cfg = TrainConfig(model="mlp", epochs=1, limit=300, data_dir=str(mnist_path))
+    train_model(cfg, tmp_path, verbose=0)
+    calibration = {"temperature": 0.7, "fitted_on": "validation", "test_ece": 0.02}
+    write_json(tmp_path / "calibration.json", {**calibration, "test_ece_calibrated": 0.01})
+    onnx_path, card = export_onnx(tmp_path)
+    assert card["calibration"]["in_model"] is True and "temperature 0.7" in card["output"]
+    x = load_dataset("mnist", mnist_path, limit=64).x_test.astype(np.float32)
+    model = keras.models.load_model(tmp_path / "model.keras")
+    expected = apply_temperature(np.asarray(model(x[..., None], training=False)), 0.7)
+    recognizer = Recognizer(onnx_path)
+    assert recognizer.temperature == 1.0  # not applied twice
+    assert np.abs(recognizer.probabilities(x) - expected).max() <= 1e-4
+    # A card from before the fold: the temperature is applied after the model.
+    card["calibration"].pop("in_model")
+    write_json(card_path(onnx_path), card)
+    assert Recognizer(onnx_path).temperature == 0.7
+
+
+def test_temperature_stays_out_of_a_graph_not_ending_in_dense_softmax():
+    from onnx import TensorProto, helper
+
+    from digit_recognizer.export import fold_temperature
+
+    probabilities = helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 10])
+    averaged = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [None, 10])
+    graph = helper.make_graph(
+        [helper.make_node("Mean", ["p", "p"], ["mean"])], "ensemble", [probabilities], [averaged]
+    )
+    model = helper.make_model(graph)
+    before = model.SerializeToString()
+    assert fold_temperature(model, 0.7) is False and model.SerializeToString() == before
 
 
 def test_predict_command_files_folders_and_errors(tmp_path):

@@ -98,8 +98,11 @@ class Recognizer:
             raise DigitsError(f"{self.model_path}: not a loadable ONNX model ({e})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.card = load_card(self.model_path)
-        # Fitted on the validation split by `digits evaluate` and carried by the model card.
-        self.temperature = float(self.card.get("calibration", {}).get("temperature", 1.0))
+        # Fitted on the validation split by `digits evaluate` and carried by the model card;
+        # applied here unless `digits export` folded it into the file's last layer.
+        calibration = self.card.get("calibration", {})
+        in_model = calibration.get("in_model", False)
+        self.temperature = 1.0 if in_model else float(calibration.get("temperature", 1.0))
 
     def probabilities(self, views: np.ndarray) -> np.ndarray:
         """(N, 28, 28) float32 0-255 -> (N, 10) probabilities."""
