@@ -97,27 +97,28 @@ def constant_flatten(model) -> None:
     constants = {tensor.name: tensor for tensor in graph.initializer}
     for reshape in [node for node in graph.node if node.op_type == "Reshape"]:
         source, shape = reshape.input[0], reshape.input[1]
-        result = dims.get(reshape.output[0], [])
+        result, features = dims.get(reshape.output[0], []), dims.get(source, [None])[1:]
         if shape in constants or len(result) != 2 or not isinstance(result[1], int):
             continue
-        if result[0] != dims.get(source, [None])[0]:
-            continue  # not [batch, k]
+        if not all(isinstance(d, int) for d in features) or np.prod(features) != result[1]:
+            continue  # not [batch, everything else]: -1 would not stand for the batch
         constant = numpy_helper.from_array(np.array([-1, result[1]], np.int64), f"{shape}_fixed")
         graph.initializer.append(constant)
         reshape.input[1] = constant.name
         transpose, users = producers.get(source), _consumers(graph, reshape.output[0])
+        perm = [list(a.ints) for a in transpose.attribute if a.name == "perm"] if transpose else []
         if (
-            transpose is None
+            perm != [[0, 2, 3, 1]]
             or transpose.op_type != "Transpose"
-            or list(transpose.attribute[0].ints) != [0, 2, 3, 1]
             or len(_consumers(graph, source)) != 1
             or len(users) != 1
             or users[0].op_type != "MatMul"
+            or users[0].input[0] != reshape.output[0]
             or users[0].input[1] not in constants
             or len(_consumers(graph, users[0].input[1])) != 1
         ):
             continue
-        channels, height, width = dims[transpose.input[0]][1:]
+        height, width, channels = features
         weights = constants[users[0].input[1]]
         rows = numpy_helper.to_array(weights)  # in (height, width, channel) order
         rows = rows.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
