@@ -142,19 +142,31 @@ def test_export_folds_the_fitted_temperature_into_the_last_layer(tmp_path, mnist
     assert Recognizer(onnx_path).temperature == 0.7
 
 
-def test_temperature_stays_out_of_a_graph_not_ending_in_dense_softmax():
-    from onnx import TensorProto, helper
+def test_temperature_folds_into_a_bias_free_dense_and_stays_out_of_an_ensemble_mean():
+    from onnx import TensorProto, helper, numpy_helper
 
     from digit_recognizer.export import fold_temperature
 
+    def graph_model(node, inputs, constants=()):
+        output = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 10])
+        graph = helper.make_graph([node], "g", inputs, [output], initializer=list(constants))
+        return helper.make_model(graph)
+
+    # Untrained Dense layers export without their (zero) bias: Softmax(x @ W).
+    features = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    weights = np.arange(40, dtype=np.float32).reshape(4, 10)
+    dense = graph_model(
+        helper.make_node("MatMul", ["x", "W"], ["z"]), [features],
+        [numpy_helper.from_array(weights, "W")],
+    )  # fmt: skip
+    dense.graph.node.append(helper.make_node("Softmax", ["z"], ["out"]))
+    assert fold_temperature(dense, 0.5) is True
+    assert np.array_equal(numpy_helper.to_array(dense.graph.initializer[0]), weights * 2)
+    # An ensemble ends in a mean of probabilities: no logits to scale.
     probabilities = helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 10])
-    averaged = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [None, 10])
-    graph = helper.make_graph(
-        [helper.make_node("Mean", ["p", "p"], ["mean"])], "ensemble", [probabilities], [averaged]
-    )
-    model = helper.make_model(graph)
-    before = model.SerializeToString()
-    assert fold_temperature(model, 0.7) is False and model.SerializeToString() == before
+    mean = graph_model(helper.make_node("Mean", ["p", "p"], ["out"]), [probabilities])
+    before = mean.SerializeToString()
+    assert fold_temperature(mean, 0.7) is False and mean.SerializeToString() == before
 
 
 def test_predict_command_files_folders_and_errors(tmp_path):

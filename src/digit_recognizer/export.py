@@ -130,18 +130,22 @@ def constant_flatten(model) -> None:
 def fold_temperature(model, temperature: float) -> bool:
     """Divide the logits feeding the output Softmax by `temperature`, so that the file itself
     gives calibrated probabilities: softmax(z / T) is apply_temperature's softmax(log p / T).
-    False, and nothing changed, unless the graph ends in Softmax(x @ W + b), W and b constant."""
+    False, and nothing changed, unless the graph ends in Softmax(x @ W + b) or Softmax(x @ W)
+    (a bias of zeros is dropped by the exporter), W and b constant."""
     from onnx import numpy_helper
 
     graph = model.graph
     producers = _producers(graph)
     constants = {tensor.name: tensor for tensor in graph.initializer}
     softmax = producers.get(graph.output[0].name)
-    add = producers.get(softmax.input[0]) if softmax and softmax.op_type == "Softmax" else None
-    matmul = producers.get(add.input[0]) if add and add.op_type == "Add" else None
-    if matmul is None or matmul.op_type != "MatMul":
+    logits = producers.get(softmax.input[0]) if softmax and softmax.op_type == "Softmax" else None
+    names = []
+    if logits is not None and logits.op_type == "Add":
+        names.append(logits.input[1])
+        logits = producers.get(logits.input[0])
+    if logits is None or logits.op_type != "MatMul":
         return False
-    names = (matmul.input[1], add.input[1])
+    names.append(logits.input[1])
     if not all(name in constants and len(_consumers(graph, name)) == 1 for name in names):
         return False
     for name in names:
