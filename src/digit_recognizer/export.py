@@ -157,11 +157,18 @@ def fold_temperature(model, temperature: float) -> bool:
 def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     """Export `keras_model` to ONNX at `out` (atomically), rewritten by constant_flatten and,
     for a temperature other than 1, fold_temperature. True if the temperature was folded."""
+    import keras
     import onnx
 
+    # Keras traces the model for ONNX without training=False, and a nested model (the
+    # keras.applications base of `mobilenet`) then normalised with each batch's statistics:
+    # outputs 0.58 off Keras's and dependent on the other images in the batch.
+    inputs = keras.Input(shape=keras_model.input_shape[1:])
+    inference = keras.Model(inputs, keras_model(inputs, training=False), name=keras_model.name)
+    inference(np.zeros((1, *inputs.shape[1:]), np.float32))  # Keras exports only models that ran
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "keras.onnx"
-        keras_model.export(str(raw), format="onnx", verbose=False)
+        inference.export(str(raw), format="onnx", verbose=False)
         model = onnx.load(str(raw))
     constant_flatten(model)
     folded = temperature != 1.0 and fold_temperature(model, temperature)
@@ -224,7 +231,6 @@ def export_onnx(
     out = Path(out) if out else keras_path.with_suffix(".onnx")
     model = inference_model(load_model(keras_path))
     folded = fold_affine(model)
-    folded(np.zeros((1, 28, 28, 1), np.float32))  # Keras exports only a model that has run
     calibration = keras_path.parent / "calibration.json"
     temperature = read_json(calibration)["temperature"] if calibration.is_file() else 1.0
     in_model = write_onnx(folded, out, temperature)
