@@ -79,7 +79,7 @@ def _static_dims(model) -> dict[str, list]:
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     return {
         info.name: [dim.dim_value or dim.dim_param for dim in info.type.tensor_type.shape.dim]
-        for info in inferred.graph.value_info
+        for info in [*inferred.graph.input, *inferred.graph.value_info]
     }
 
 
