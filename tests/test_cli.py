@@ -26,6 +26,7 @@ def test_version_and_help():
         (["evaluate", "/no/such/run"], "is not a run directory"),
         (["compare", "/no/such/run"], "missing config.json"),
         (["train", "--dataset", "kmnist"], "unknown dataset 'kmnist'"),
+        (["export", "/no/such/run"], "expected a run folder or a .keras/.h5 model file"),
     ],
 )
 def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
@@ -55,3 +56,7 @@ def test_train_smoke_run_from_the_command_line(tmp_path, mnist_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and (out / "metrics.json").is_file()
+    # Training also fits a temperature (calibration.json), which the export folds in.
+    result = digits("export", str(out), "--out", str(tmp_path / "mlp.onnx"))
+    assert result.returncode == 0, result.stderr
+    assert "in its last layer" in result.stdout and (tmp_path / "mlp_card.json").is_file()

@@ -356,7 +356,14 @@ def export(
     from digit_recognizer.export import export_onnx
 
     path, card = export_onnx(source, out, handwriting)
-    console().print(f"Wrote {path} (max |ONNX - Keras| = {card['onnx_max_abs_diff_vs_keras']:.1e})")
+    calibration = card.get("calibration", {})
+    folded = (
+        f"; temperature {calibration['temperature']:.3g} in its last layer"
+        if calibration.get("in_model")
+        else ""
+    )
+    difference = card["onnx_max_abs_diff_vs_keras"]
+    console().print(f"Wrote {path} (max |ONNX - Keras| = {difference:.1e}{folded})")
 
 
 @app.command("evaluate-images")
