@@ -177,8 +177,11 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     return folded
 
 
-def model_card(run_dir: Path, onnx_path: Path, max_diff: float) -> dict:
-    """What a user needs to trust a model file: data, settings, figures, date, checksum."""
+def model_card(
+    run_dir: Path, onnx_path: Path, max_diff: float, temperature_in_model: bool = False
+) -> dict:
+    """What a user needs to trust a model file: data, settings, figures, date, checksum.
+    `temperature_in_model`: the file's last layer holds calibration.json's temperature."""
     card: dict = {
         "model_file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
@@ -200,6 +203,10 @@ def model_card(run_dir: Path, onnx_path: Path, max_diff: float) -> dict:
                 key: content[key]
                 for key in ("temperature", "fitted_on", "test_ece", "test_ece_calibrated")
             }
+            if temperature_in_model:
+                card["calibration"]["in_model"] = True
+                temperature = content["temperature"]
+                card["output"] += f", calibrated (temperature {temperature:.4g} in the last layer)"
         elif name == "metrics.json":
             card["test_accuracy"] = content["accuracy"]
             card["test_macro_f1"] = content["macro_f1"]
@@ -239,10 +246,7 @@ def export_onnx(
     if max_diff > MAX_ABS_DIFF:
         out.unlink()
         raise DigitsError(f"ONNX outputs differ from Keras by {max_diff:.2e} (> {MAX_ABS_DIFF})")
-    card = model_card(keras_path.parent, out, max_diff)
-    if in_model:
-        card["calibration"]["in_model"] = True
-        card["output"] += f", calibrated (temperature {temperature:.4g} in the last layer)"
+    card = model_card(keras_path.parent, out, max_diff, temperature_in_model=in_model)
     if handwriting is not None:
         from digit_recognizer.evaluate import evaluate_images
 
