@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from digit_recognizer import bench
 
 
@@ -121,3 +123,22 @@ def test_load_generator_reads_keep_alive_responses_and_counts_errors(monkeypatch
         server.shutdown()
     refused = bench.load(bench.free_port(), b"png bytes", 3, 2)
     assert refused["errors"] == 3
+
+
+def test_time_to_accuracy_stops_at_its_targets_unless_told_to_go_on():
+    images, labels = np.zeros((4, 28, 28), np.float32), np.array([0, 1, 2, 3])
+
+    class PerfectModel:
+        stop_training = False
+
+        def predict(self, x, **kwargs):
+            return np.eye(10)[labels]
+
+    for stop in (True, False):
+        model = PerfectModel()
+        callback = bench.time_to_accuracy_callback(images, labels, (0.99, 0.995), 1e9, stop=stop)
+        callback.set_model(model)
+        callback.on_epoch_begin(0)
+        callback.on_epoch_end(0, {})
+        assert set(callback.reached) == {"0.99", "0.995"}
+        assert model.stop_training is stop

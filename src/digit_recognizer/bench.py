@@ -301,9 +301,12 @@ def server(requests: int, concurrency: tuple[int, ...], workers: int) -> dict:
 # --- Training: throughput and time to accuracy -----------------------------------------
 
 
-def time_to_accuracy_callback(x_test: np.ndarray, y_test: np.ndarray, targets, max_seconds):
+def time_to_accuracy_callback(
+    x_test: np.ndarray, y_test: np.ndarray, targets, max_seconds: float, stop: bool = True
+):
     """A Keras callback: test accuracy after each epoch against training seconds (evaluation
-    not counted); stops training once every target is reached or max_seconds is spent."""
+    not counted); with `stop`, ends training once every target is reached or max_seconds is
+    spent."""
     import keras
 
     class TimeToAccuracy(keras.callbacks.Callback):
@@ -326,7 +329,7 @@ def time_to_accuracy_callback(x_test: np.ndarray, y_test: np.ndarray, targets, m
             for target in targets:
                 if accuracy >= target and str(target) not in self.reached:
                     self.reached[str(target)] = self.seconds
-            if len(self.reached) == len(targets) or self.seconds > max_seconds:
+            if stop and (len(self.reached) == len(targets) or self.seconds > max_seconds):
                 self.model.stop_training = True
 
     return TimeToAccuracy()
