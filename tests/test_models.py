@@ -9,7 +9,14 @@ from digit_recognizer.models import build_model, model_names
 
 @pytest.mark.parametrize(
     ("name", "parameters"),
-    [("mlp", 109_386), ("cnn", 225_034), ("fast", 80_394), ("deep", 321_866), ("vgg", 871_210)],
+    [
+        ("mlp", 109_386),
+        ("cnn", 225_034),
+        ("fast", 80_394),
+        ("deep", 321_866),
+        ("deep48", 235_434),
+        ("vgg", 871_210),
+    ],
 )
 def test_seed_parameter_counts(name, parameters):
     assert build_model(name).count_params() == parameters

@@ -35,7 +35,8 @@ def recognizer() -> Recognizer:
 def test_shipped_model_and_card_are_in_the_package(recognizer):
     assert DEFAULT_MODEL.is_file() and recognizer.model_path == DEFAULT_MODEL
     card = recognizer.card
-    assert card["test_accuracy"] > 0.99 and card["parameters"] == 321_866
+    assert card["test_accuracy"] > 0.99 and card["parameters"] == 235_434
+    assert card["training"]["recipe"] == "robust" and card["training"]["model"] == "deep48"
     assert card["training"]["augment"] is True and card["data"]["dataset"] == "mnist"
     assert card["handwriting"]["accuracy_with_preprocessing"] >= 0.95
     # Calibrated in the file itself: nothing to apply after ONNX Runtime.

@@ -126,7 +126,7 @@ def train(
         str, typer.Option(help="Preset: seed, fast, accurate, accurate-short or robust.")
     ] = "seed",
     model: Annotated[
-        str | None, typer.Option(help="mlp, cnn, fast, deep, vgg, ... (default: recipe's).")
+        str | None, typer.Option(help="mlp, cnn, fast, deep, deep48, vgg, ... (default: recipe's).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Upper bound (seed: 20).")] = None,
     batch_size: Annotated[

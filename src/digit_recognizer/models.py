@@ -96,12 +96,9 @@ def build_fast() -> keras.Model:
     )
 
 
-@register("deep")
-def build_deep() -> keras.Model:
-    """The most accurate network per second of CPU training we measured (321,866
-    parameters): a 5x5 convolution, then two 3x3 convolutions 64 wide, BN after each stage,
-    Dense 256. Shapes 28x28 -> 24x24x32 -> 12x12 -> 10x10x64 -> 8x8x64 -> 4x4 -> 256 -> 10;
-    about 4.9 M multiply-adds per image, a quarter of `vgg`'s."""
+def _deep(name: str, width: int) -> keras.Model:
+    """A 5x5 convolution 32 wide, then two 3x3 convolutions `width` wide, BN after each
+    stage, Dense 256. Shapes 28x28 -> 24x24x32 -> 12x12 -> 10x10 -> 8x8 -> 4x4 -> 256 -> 10."""
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
@@ -109,9 +106,9 @@ def build_deep() -> keras.Model:
             layers.Conv2D(32, 5, activation="relu"),
             layers.MaxPooling2D(2),
             layers.BatchNormalization(momentum=0.9),
-            layers.Conv2D(64, 3, activation="relu"),
+            layers.Conv2D(width, 3, activation="relu"),
             layers.BatchNormalization(momentum=0.9),
-            layers.Conv2D(64, 3, activation="relu"),
+            layers.Conv2D(width, 3, activation="relu"),
             layers.MaxPooling2D(2),
             layers.BatchNormalization(momentum=0.9),
             layers.Flatten(),
@@ -120,8 +117,25 @@ def build_deep() -> keras.Model:
             layers.Dropout(0.3),
             layers.Dense(NUM_CLASSES, activation="softmax"),
         ],
-        name="deep",
+        name=name,
     )
+
+
+@register("deep")
+def build_deep() -> keras.Model:
+    """The most accurate network per second of CPU training we measured (321,866
+    parameters, about 4.9 M multiply-adds per image, a quarter of `vgg`'s): `_deep` with
+    3x3 convolutions 64 wide."""
+    return _deep("deep", 64)
+
+
+@register("deep48")
+def build_deep48() -> keras.Model:
+    """`deep` with 3x3 convolutions 48 wide (235,434 parameters, 3.4 M multiply-adds), the
+    shipped model: under the `robust` recipe as accurate on clean and handwritten digits
+    (0.1 point lower under corruption) and about 20 % quicker to answer in ONNX Runtime.
+    benchmarks/README.md, "Changed at stop 20"."""
+    return _deep("deep48", 48)
 
 
 def _vgg_block(filters: int) -> list[layers.Layer]:

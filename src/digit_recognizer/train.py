@@ -74,9 +74,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "warp": True,
     },
     # Geometry plus occlusion, faint ink, noise and stroke width: what `digits robustness`
-    # tests, except blur and elastic distortion, which it never trains on.
+    # tests, except blur and elastic distortion, which it never trains on. On `deep48`, not
+    # `deep`: one image answered about 20 % sooner for 0.1 point under corruption.
     "robust": {
-        "model": "deep",
+        "model": "deep48",
         "batch_size": 256,
         "epochs": 20,
         "learning_rate": 5e-3,
