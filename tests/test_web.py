@@ -143,3 +143,17 @@ def test_random_images_only_documented_statuses(client, width, height, seed):
         "/api/predict", files={"image": ("r.png", png_bytes(Image.fromarray(pixels)), "image/png")}
     )
     assert response.status_code in (200, 422)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    height=st.integers(1, 40), width=st.integers(1, 40), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_view_png_holds_the_view_clipped_to_8_bits(height, width, seed):
+    """The hand-written PNG of the model's view decodes, in Pillow, to the view's pixels."""
+    from digit_recognizer.web.app import grey_png
+
+    view = np.random.default_rng(seed).uniform(-50, 300, (height, width)).astype(np.float32)
+    image = Image.open(io.BytesIO(grey_png(view)))
+    assert image.mode == "L" and image.size == (width, height)
+    assert np.array_equal(np.asarray(image), np.clip(view, 0, 255).astype(np.uint8))

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from digit_recognizer import __version__
@@ -126,11 +126,26 @@ async def image_bytes(request: Request, max_bytes: int) -> bytes:
     return data
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def grey_png(pixels: np.ndarray) -> bytes:
+    """An 8-bit grey PNG of a 2-D array (clipped to 0-255, fractions dropped). Written here
+    because Pillow's PNG writer spends 0.1-0.3 ms per call in Python on a 28x28 image."""
+    height, width = pixels.shape
+    rows = np.zeros((height, width + 1), np.uint8)  # each row starts with filter type 0
+    rows[:, 1:] = np.clip(pixels, 0, 255)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (
+        pp.PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes())) + _png_chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
 def view_png(view: np.ndarray) -> str:
     """The 28x28 view as a base64 PNG, for the page to show what the model saw."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(view, 0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(grey_png(view)).decode("ascii")
 
 
 def create_app(
