@@ -146,3 +146,36 @@ def test_upload_a_photo(server, browser):
     expect(page.locator("#status")).to_contain_text("not a readable image")
     page.screenshot(path=ARTIFACTS / "browser_upload.png")
     page.close()
+
+
+def zlib_speed_class(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header: 0 fastest (levels 0-1), 1 fast (2-5), 2 default
+    (6), 3 smallest (7-9). How hard the pixels were packed decides how long inflating takes."""
+    at = png.index(b"IDAT") + 4
+    return png[at + 1] >> 6
+
+
+def test_bench_times_the_png_this_page_sends(server, browser):
+    """`digits bench` times POST /api/predict on a canvas PNG made with Pillow: it must be
+    what Chromium posts (280x280 RGBA at the same zlib speed), or the timing is of another
+    request (a PNG packed at level 6 inflates 3-5x slower)."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from digit_recognizer.bench import canvas_png
+
+    page = browser.new_page()
+    page.goto(server)
+    with page.expect_request("**/api/predict") as request:
+        draw_with_mouse(page, 7)
+    data_url = json.loads(request.value.post_data)["image"]
+    sent = base64.b64decode(data_url.split(",", 1)[1])
+    page.close()
+    ours = canvas_png()
+    for png in (sent, ours):
+        image = Image.open(io.BytesIO(png))
+        assert (image.mode, image.size) == ("RGBA", (280, 280))
+    assert zlib_speed_class(ours) == zlib_speed_class(sent)

@@ -20,6 +20,9 @@ RECORDED_LIBRARIES = (
     "matplotlib",
     "pillow",
     "onnxruntime",
+    "uvicorn",  # with the next two, the HTTP stack `digits bench` times
+    "httptools",
+    "uvloop",
 )
 
 

@@ -264,7 +264,9 @@ def load(
 
 def canvas_png() -> bytes:
     """A 280x280 PNG of a 7 drawn as on the page: a black stroke 18 px wide on white, RGBA
-    and opaque, as a browser's canvas.toDataURL() gives it (Chromium's is RGBA too)."""
+    and opaque, compressed as a browser's canvas.toDataURL() gives it. Chromium writes RGBA
+    at zlib level 1 (tests/test_browser.py checks both): 3-5 KB that inflate in 0.1-0.2 ms,
+    where Pillow's default level 6 packs the long runs of white into 1.5 KB that take 0.5."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGBA", (280, 280), "white")
@@ -272,7 +274,7 @@ def canvas_png() -> bytes:
         [(60, 50), (220, 50), (120, 240)], fill="black", width=18, joint="curve"
     )
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -486,6 +488,7 @@ def markdown(results: dict) -> str:
         ]
     inf = results["inference"]
     cold, ready = results["cold_start"]["predict"], results["cold_start"]["serve_ready_s"]
+    v = m["versions"]
     lines += [
         "",
         "## Inference (shipped model)",
@@ -508,7 +511,8 @@ def markdown(results: dict) -> str:
         f"- `digits serve` until `/api/health` answers: {ready:.2f} s",
         "",
         "`POST /api/predict` with a 280x280 canvas PNG (RGBA, sent as the page sends it: a "
-        f"JSON data URL), `digits serve --workers {results['server']['workers']}`, keep-alive "
+        f"JSON data URL), `digits serve --workers {results['server']['workers']}` (uvicorn "
+        f"{v['uvicorn']}, httptools {v['httptools']}, uvloop {v['uvloop']}), keep-alive "
         "clients on 127.0.0.1 (same machine) sharing one count of requests:",
         "",
         "| concurrency | requests | errors | requests/s | p50 | p99 |",
