@@ -20,9 +20,8 @@ RECORDED_LIBRARIES = (
     "matplotlib",
     "pillow",
     "onnxruntime",
-    "uvicorn",  # with the next two, the HTTP stack `digits bench` times
+    "uvicorn",  # with httptools, the HTTP stack `digits bench` times
     "httptools",
-    "uvloop",
 )
 
 

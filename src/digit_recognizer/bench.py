@@ -512,7 +512,7 @@ def markdown(results: dict) -> str:
         "",
         "`POST /api/predict` with a 280x280 canvas PNG (RGBA, sent as the page sends it: a "
         f"JSON data URL), `digits serve --workers {results['server']['workers']}` (uvicorn "
-        f"{v['uvicorn']}, httptools {v['httptools']}, uvloop {v['uvloop']}), keep-alive "
+        f"{v['uvicorn']}, httptools {v['httptools']}, asyncio), keep-alive "
         "clients on 127.0.0.1 (same machine) sharing one count of requests:",
         "",
         "| concurrency | requests | errors | requests/s | p50 | p99 |",
