@@ -91,15 +91,22 @@ def bounding_boxes(labels: np.ndarray, count: int) -> list[list[int]]:
     return boxes.T.tolist()
 
 
-def binary_erosion(mask: np.ndarray) -> np.ndarray:
-    """Pixels whose 4 neighbours are all set (ndimage.binary_erosion, cross, border 0)."""
+def _cross_combined(mask: np.ndarray, combine) -> np.ndarray:
+    """combine (np.logical_and or np.logical_or) of each pixel with its 4 neighbours inside the
+    image: in place on shifted views, a third of the time of stacking five padded shifts."""
     mask = np.asarray(mask, dtype=bool)
     out = mask.copy()
-    # In place on shifted views: a third of the time of stacking five padded shifts.
-    out[1:] &= mask[:-1]
-    out[:-1] &= mask[1:]
-    out[:, 1:] &= mask[:, :-1]
-    out[:, :-1] &= mask[:, 1:]
+    for target, neighbour in (
+        (np.s_[1:], np.s_[:-1]), (np.s_[:-1], np.s_[1:]),
+        (np.s_[:, 1:], np.s_[:, :-1]), (np.s_[:, :-1], np.s_[:, 1:]),
+    ):  # fmt: skip
+        combine(out[target], mask[neighbour], out=out[target])
+    return out
+
+
+def binary_erosion(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 4 neighbours are all set (ndimage.binary_erosion, cross, border 0)."""
+    out = _cross_combined(mask, np.logical_and)
     out[:1] = out[-1:] = False  # a neighbour outside the image is unset
     out[:, :1] = out[:, -1:] = False
     return out
@@ -107,13 +114,7 @@ def binary_erosion(mask: np.ndarray) -> np.ndarray:
 
 def binary_dilation(mask: np.ndarray) -> np.ndarray:
     """Pixels set or next to a set pixel (ndimage.binary_dilation, cross structure)."""
-    mask = np.asarray(mask, dtype=bool)
-    out = mask.copy()
-    out[1:] |= mask[:-1]
-    out[:-1] |= mask[1:]
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out
+    return _cross_combined(mask, np.logical_or)
 
 
 def _shifted_extreme(image: np.ndarray, radius: int, axis: int, combine) -> np.ndarray:
