@@ -158,7 +158,7 @@ def zlib_speed_class(png: bytes) -> int:
 def test_bench_times_the_png_this_page_sends(server, browser):
     """`digits bench` times POST /api/predict on a canvas PNG made with Pillow: it must be
     what Chromium posts (280x280 RGBA at the same zlib speed), or the timing is of another
-    request (a PNG packed at level 6 inflates 3-5x slower)."""
+    request (a PNG packed at level 6 inflates 3-6x slower)."""
     import base64
     import io
     import json
