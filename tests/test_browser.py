@@ -159,20 +159,19 @@ def test_bench_times_the_png_this_page_sends(server, browser):
     """`digits bench` times POST /api/predict on a canvas PNG made with Pillow: it must be
     what Chromium posts (280x280 RGBA at the same zlib speed), or the timing is of another
     request (a PNG packed at level 6 inflates 3-6x slower)."""
-    import base64
     import io
     import json
 
     from PIL import Image
 
     from digit_recognizer.bench import canvas_png
+    from digit_recognizer.web.app import decode_data_url
 
     page = browser.new_page()
     page.goto(server)
     with page.expect_request("**/api/predict") as request:
         draw_with_mouse(page, 7)
-    data_url = json.loads(request.value.post_data)["image"]
-    sent = base64.b64decode(data_url.split(",", 1)[1])
+    sent = decode_data_url(json.loads(request.value.post_data)["image"])  # as the server does
     page.close()
     ours = canvas_png()
     for png in (sent, ours):
