@@ -4,11 +4,11 @@ accuracy after every epoch (as `digits bench` measures it, stopping once 99.5 % 
 a JSON-lines file. Epochs, not seconds, are compared: seconds per epoch are measured on the CPU
 by `digits bench`, so the sweep can run on a faster machine.
 
-Run (stops 16 and 19, on a GPU machine with Keras on JAX; TensorFlow works the same, slower):
+Run (on a GPU machine with Keras on JAX; TensorFlow works the same, slower):
     KERAS_BACKEND=jax JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \\
         python benchmarks/sweep_recipes.py --out sweep.jsonl --data-dir DIR --workers 6
-Stop 19 checked the two best schedules on the CPU with `--workers 1 --runs NAME:SEED,...`.
-Results: benchmarks/recipe_sweep.jsonl, summarised in benchmarks/README.md.
+The best schedules were checked on the CPU with `--workers 1 --runs NAME:SEED,...`.
+Results: benchmarks/recipe_sweep.jsonl, summarised in docs/results.md ("Recipe sweep").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 # Overrides of the `accurate` recipe (10 epochs, one-cycle 5e-3); "deep-e6-ls-lr1e2" became
-# the `accurate-short` recipe at stop 16, "deep-e4-ls-lr1e2-b128" at stop 19.
+# the first `accurate-short` recipe, "deep-e4-ls-lr1e2-b128" the present one.
 VARIANTS = {
     "deep-e10": {},
     "deep-e6": {"epochs": 6},
@@ -38,8 +38,8 @@ VARIANTS = {
     "fast-e10": {"model": "fast", "epochs": 10},
 }
 
-# Stop 19: 99.5 % within 3 or 4 epochs (the CPU host's epochs take 39-55 s), and the `robust`
-# recipe (what `make ship-model` ships) on the cheaper 48-channel network, trained in full.
+# 99.5 % within 3 or 4 epochs (a CPU epoch takes 39-55 s), and the `robust` recipe (what
+# `make ship-model` ships) on the cheaper 48-channel network, trained in full.
 SHORT = {"label_smoothing": 0.1, "learning_rate": 1e-2}
 VARIANTS |= {
     "deep-e3-ls-lr1e2": {**SHORT, "epochs": 3},
@@ -83,7 +83,7 @@ def register_candidates() -> None:
     register("deep48-d128")(lambda: build_deep_variant("deep48-d128", 48, dense=128))
 
 
-def run_one(name: str, seed: int, data_dir: str | None) -> dict:
+def run_one(name: str, seed: int, data_dir: str | None, work_dir: Path) -> dict:
     """One training run; variants of `accurate` stop at 99.5 %, other recipes run in full."""
     register_candidates()
     from digit_recognizer.bench import time_to_accuracy_callback
@@ -98,7 +98,7 @@ def run_one(name: str, seed: int, data_dir: str | None) -> dict:
     )
     cfg = recipe_config(recipe, seed=seed, **overrides)
     start = time.time()
-    train(cfg, Path(f"/tmp/sweep/{name}-{seed}"), data=data, verbose=0, extra_callbacks=(callback,))
+    train(cfg, work_dir / f"{name}-{seed}", data=data, verbose=0, extra_callbacks=(callback,))
     curve = [round(point["accuracy"], 4) for point in callback.curve]
     seconds = [round(point["seconds"], 1) for point in callback.curve]  # training time so far
     return {"name": name, "seed": seed, "curve": curve, "seconds": seconds,
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/sweep"), help="run folders")
     parser.add_argument("--runs", default=None, help="name:seed,... (default: all, seeds 42 1 2)")
     args = parser.parse_args()
     if args.runs:
@@ -118,7 +119,9 @@ def main() -> None:
         runs = [(name, seed) for seed in (42, 1, 2) for name in VARIANTS]
     context = get_context("spawn")  # JAX and TensorFlow do not survive a fork
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool, args.out.open("a") as log:
-        futures = [pool.submit(run_one, name, seed, args.data_dir) for name, seed in runs]
+        futures = [
+            pool.submit(run_one, name, seed, args.data_dir, args.work_dir) for name, seed in runs
+        ]
         for future in as_completed(futures):
             record = json.dumps(future.result())
             print(record, flush=True)

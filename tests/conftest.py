@@ -1,11 +1,10 @@
-"""Shared fixtures: the MNIST copy beside the repo, tiny IDX files, a local HTTP server."""
+"""Shared fixtures: MNIST (wherever the library finds it), tiny IDX files, a local HTTP server."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import http.server
-import os
 import struct
 import subprocess
 import sys
@@ -27,11 +26,30 @@ def run_digits(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
 def mnist_dir() -> Path:
-    """MNIST as CI provides it: DIGITS_DATA_DIR, else ../shared/data/mnist."""
-    path = Path(os.environ.get("DIGITS_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist")
-    if not (path / "t10k-labels-idx1-ubyte.gz").is_file():
-        pytest.fail(f"MNIST not found in {path}; set DIGITS_DATA_DIR")
+    """The folder of MNIST's four gzipped IDX files, found as `digits` finds it:
+    DIGITS_DATA_DIR, the user cache, a system copy, else a download into the cache."""
+    from digit_recognizer.data import locate
+    from digit_recognizer.errors import DataError
+
+    try:
+        path = locate("mnist")
+    except DataError as e:
+        pytest.fail(
+            "the tests need MNIST: set DIGITS_DATA_DIR to a folder holding "
+            f"{', '.join(MNIST_FILES)}, or let them download it into the cache ({e})"
+        )
+    missing = [name for name in MNIST_FILES if not (path / name).is_file()]
+    if missing:
+        pytest.fail(f"MNIST in {path} lacks {', '.join(missing)}; set DIGITS_DATA_DIR")
     return path
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from digit_recognizer import bench
+from digit_recognizer.bench import server_load
 
 
 def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
@@ -37,6 +38,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     assert results["cold_start"]["serve_ready_s"] > 0
     levels = results["server"]["levels"]
     assert [level["concurrency"] for level in levels] == [1, 8, 32]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["quick"] is True  # one line appended per run
+    assert history[0]["onnxruntime_p50_ms"] == results["inference"]["onnxruntime"]["p50_ms"]
     assert all(level["errors"] == 0 and level["requests"] == 60 for level in levels)
     assert results["server"]["healthy_after"] is True
     text = (out / "results.md").read_text()
@@ -45,22 +49,22 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
 
 
 def test_server_is_timed_on_the_request_the_page_sends():
-    from digit_recognizer import preprocess as pp
+    from digit_recognizer.images import open_image
     from digit_recognizer.web.app import decode_data_url
 
     image = json.loads(bench.page_request_body())["image"]  # as app.js posts it
     assert image.startswith("data:image/png;base64,")
-    canvas = pp.open_image(decode_data_url(image))
+    canvas = open_image(decode_data_url(image))
     assert canvas.mode == "RGBA" and canvas.size == (280, 280)  # as canvas.toDataURL gives
 
 
 def test_full_bench_needs_no_trained_keras_model(tmp_path, monkeypatch):
     """Without runs/robust (a fresh checkout) Keras is timed on the shipped architecture."""
+    from digit_recognizer.bench.run import _shipped_keras
     from digit_recognizer.models import load_model
     from digit_recognizer.predict import DEFAULT_MODEL, load_card
 
-    monkeypatch.setattr(bench, "SHIPPED_RUN", tmp_path / "missing")
-    path = bench._shipped_keras(tmp_path)
+    path = _shipped_keras(tmp_path, tmp_path / "missing")
     card = load_card(DEFAULT_MODEL)
     assert path.parent == tmp_path and card["training"]["model"] in path.name
     assert load_model(path).count_params() == card["parameters"]
@@ -85,7 +89,7 @@ def test_load_generator_reads_keep_alive_responses_and_counts_errors(monkeypatch
             seen.append(self.rfile.read(int(self.headers["Content-Length"])))
             per_connection[self.client_address] += 1
             if self.server.slow == self.client_address:
-                time.sleep(0.5)
+                time.sleep(1.0)
             answer = b'{"digit": 7}' * (50 if self.server.status == 200 else 1)
             self.send_response(self.server.status)
             self.send_header("Content-Length", str(len(answer)))
@@ -101,27 +105,29 @@ def test_load_generator_reads_keep_alive_responses_and_counts_errors(monkeypatch
     try:
         for status, errors in ((200, 0), (422, 7)):
             server.status = status
-            result = bench.load(server.server_address[1], b"png bytes", 7, 2)
+            result = server_load.load(server.server_address[1], b"png bytes", 7, 2)
             assert result["errors"] == errors and result["requests"] == 7
         assert seen == [b"png bytes"] * 14
 
         per_connection.clear()
         server.status = 200
-        connect, lock = bench._connect, threading.Lock()
+        connect, lock = server_load._connect, threading.Lock()
 
-        def connect_first_one_slow(port):  # the first connection made is answered in 0.5 s
+        def connect_first_one_slow(port):  # the first connection made is answered in 1 s
             connection = connect(port)
             with lock:
                 server.slow = server.slow or connection[0].getsockname()
             return connection
 
-        monkeypatch.setattr(bench, "_connect", connect_first_one_slow)
-        result = bench.load(server.server_address[1], b"png bytes", 40, 2)
+        monkeypatch.setattr(server_load, "_connect", connect_first_one_slow)
+        result = server_load.load(server.server_address[1], b"png bytes", 40, 2)
         assert result["errors"] == 0 and sum(per_connection.values()) == 40
-        assert per_connection[server.slow] <= 3  # a fixed share would have been 20
+        # A fixed share would have been 20; on a loaded machine the other client's 35 or so
+        # requests can take a few seconds, so a few slow ones are fine.
+        assert per_connection[server.slow] <= 5
     finally:
         server.shutdown()
-    refused = bench.load(bench.free_port(), b"png bytes", 3, 2)
+    refused = server_load.load(bench.free_port(), b"png bytes", 3, 2)
     assert refused["errors"] == 3
 
 

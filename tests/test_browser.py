@@ -148,6 +148,27 @@ def test_upload_a_photo(server, browser):
     page.close()
 
 
+def test_a_12_megapixel_phone_photo_is_shrunk_in_the_page_and_read(server, browser, tmp_path):
+    """A 4000x3000 JPEG (over the server's 5 MB limit as it comes from a phone, here about
+    0.5-1 MB of mostly paper) is shrunk to a 2,000 px long side before it is sent."""
+    from PIL import Image, ImageDraw, ImageFilter
+    from playwright.sync_api import expect
+
+    photo = Image.new("RGB", (4000, 3000), (214, 206, 190))
+    ImageDraw.Draw(photo).line(
+        [(1500, 800), (2500, 800), (1800, 2300)], fill=(30, 30, 40), width=120, joint="curve"
+    )
+    noisy = photo.filter(ImageFilter.GaussianBlur(3))
+    path = tmp_path / "phone.jpg"
+    noisy.save(path, "JPEG", quality=95)
+    page = browser.new_page()
+    page.goto(server)
+    page.set_input_files("#file", str(path))
+    expect(page.locator("#digit")).to_have_text(re.compile(r"^7"), timeout=10000)
+    expect(page.locator("#status")).to_contain_text("photo shrunk to 2000\u00d71500 px")
+    page.close()
+
+
 def zlib_speed_class(png: bytes) -> int:
     """FLEVEL of the first IDAT's zlib header: 0 fastest (levels 0-1), 1 fast (2-5), 2 default
     (6), 3 smallest (7-9). How hard the pixels were packed decides how long inflating takes."""

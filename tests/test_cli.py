@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import REPO
 from conftest import run_digits as digits
@@ -11,11 +13,21 @@ from digit_recognizer import __version__
 HANDWRITING = sorted((REPO / "data" / "handwriting").glob("*.png"))
 
 
+COMMANDS = {
+    "predict", "serve", "evaluate-images", "train", "evaluate", "compare", "export", "report",
+    "ensemble", "robustness", "bench",
+}  # fmt: skip
+
+
+def listed_commands(help_text: str) -> set[str]:
+    """The names in the Commands box of Typer's help (a row starts with the box's edge)."""
+    box = help_text.split("Commands", 1)[1]
+    return {m.group(1) for m in re.finditer(r"^\S\s([a-z][a-z-]+)\s{2,}", box, re.MULTILINE)}
+
+
 def test_version_and_help():
     assert digits("--version").stdout.strip() == f"digit-recognizer {__version__}"
-    help_text = digits("--help").stdout
-    for command in ("train", "evaluate", "compare"):
-        assert command in help_text
+    assert listed_commands(digits("--help").stdout) == COMMANDS
 
 
 @pytest.mark.parametrize(
@@ -60,3 +72,38 @@ def test_train_smoke_run_from_the_command_line(tmp_path, mnist_path):
     result = digits("export", str(out), "--out", str(tmp_path / "mlp.onnx"))
     assert result.returncode == 0, result.stderr
     assert "in its last layer" in result.stdout and (tmp_path / "mlp_card.json").is_file()
+
+
+def test_unsure_answers_are_marked_in_the_terminal():
+    import numpy as np
+
+    from digit_recognizer.cli.reading import _format_prediction
+    from digit_recognizer.predict import Prediction
+
+    probabilities = [0.0, 0.52, 0.0, 0.0, 0.0, 0.0, 0.0, 0.48, 0.0, 0.0]
+    view = np.zeros((28, 28), np.float32)
+    unsure = Prediction(1, 0.52, probabilities, view, unsure=True)
+    sure = Prediction(1, 0.52, probabilities, view, unsure=False)
+    assert _format_prediction(REPO / "a.png", unsure, 1).endswith("\tunsure: 1 or 7?")
+    assert "unsure" not in _format_prediction(REPO / "a.png", sure, 1)
+
+
+def test_evaluate_images_reports_recall_per_digit_and_draws_the_confusion_matrix(tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    every = sorted((REPO / "data" / "handwriting").iterdir())
+    for path in every[::15]:  # 44 of the 660, every digit
+        shutil.copy(path, folder / path.name)
+    report = tmp_path / "report.json"
+    result = digits("evaluate-images", str(folder), "--out", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "recall per digit" in result.stdout
+    scored = json.loads(report.read_text())["with_preprocessing"]
+    assert set(scored["recall"]) == {str(d) for d in range(10)}
+    matrix = scored["confusion_matrix"]
+    assert len(matrix) == 10 and all(len(row) == 11 for row in matrix)  # + "no digit"
+    assert sum(map(sum, matrix)) == scored["images"] == 44
+    assert report.with_suffix(".png").read_bytes().startswith(b"\x89PNG")

@@ -41,6 +41,33 @@ def test_shipped_model_and_card_are_in_the_package(recognizer):
     assert card["handwriting"]["accuracy_with_preprocessing"] >= 0.95
     # Calibrated in the file itself: nothing to apply after ONNX Runtime.
     assert card["calibration"]["in_model"] is True and recognizer.temperature == 1.0
+    assert "source" not in card["data"]  # a local folder means nothing on another machine
+    assert card["training_data"] and card["held_out"]
+
+
+def test_no_held_out_style_trained_the_shipped_model(recognizer):
+    """The generator's held-out styles score the model; none of them may have trained it."""
+    from digit_recognizer import synth
+
+    generated = recognizer.card["data"]["generated"]
+    for split in ("train", "validation"):
+        hands = set(generated[split]["hands"])
+        assert hands and hands <= set(synth.TRAIN_HANDS)
+        assert not hands & set(synth.HELD_OUT_HANDS)
+    assert generated["train"]["version"] == synth.GENERATOR_VERSION
+
+
+def test_unsure_answers_name_the_runner_up(recognizer):
+    """The margin comes from the card (chosen on validation); an answer closer than it is
+    unsure, one clearer than it is not."""
+    margin = recognizer.card["calibration"]["unsure"]["margin"]
+    assert 0 < margin < 1 and recognizer.unsure_margin == margin
+    view = np.zeros((28, 28), np.float32)
+    close = np.array([0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5 - margin / 2, 0.0, 0.0]) + margin / 20
+    clear = np.array([0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0])
+    unsure, sure = recognizer._prediction(view, close), recognizer._prediction(view, clear)
+    assert unsure.unsure and unsure.digit == 1 and unsure.runner_up == 7
+    assert not sure.unsure and sure.as_dict()["runner_up"] == 7
 
 
 def test_mnist_through_preprocessing(recognizer, small_mnist):
@@ -65,7 +92,7 @@ def test_large_bold_drawings_read_as_well_as_mnist(recognizer, small_mnist, size
 
 
 def test_handwriting_set_accuracy_and_what_preprocessing_buys():
-    from digit_recognizer.evaluate import evaluate_images
+    from digit_recognizer.image_folder import evaluate_images
 
     with_pre = evaluate_images(HANDWRITING, preprocessing=True)
     without = evaluate_images(HANDWRITING, preprocessing=False)
@@ -146,7 +173,7 @@ def test_export_folds_the_fitted_temperature_into_the_last_layer(tmp_path, mnist
 def test_temperature_folds_into_a_bias_free_dense_and_stays_out_of_an_ensemble_mean():
     from onnx import TensorProto, helper, numpy_helper
 
-    from digit_recognizer.export import fold_temperature
+    from digit_recognizer.fold import fold_temperature
 
     def graph_model(node, inputs, constants=()):
         output = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 10])

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageOps, PngImagePlugin
 
+from digit_recognizer import greystats, images, segment
 from digit_recognizer import preprocess as pp
-from digit_recognizer.errors import DigitsError
+from digit_recognizer.errors import DigitsError, ImageError, ImageTooLargeError, NoDigitError
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -95,11 +96,11 @@ def test_opaque_rgba_is_read_as_its_colours_and_a_clear_pixel_as_paper(digits):
     rgb = np.array(paper_photo(digits[2]).convert("RGB"))
     alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
     opaque = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
-    assert np.array_equal(pp.to_grey(opaque), pp.to_grey(opaque.convert("RGB")))
+    assert np.array_equal(images.to_grey(opaque), images.to_grey(opaque.convert("RGB")))
     alpha[0, 0] = 0
     rgb[0, 0] = 0  # black, but fully transparent: paper shows through
     one_clear = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
-    assert pp.to_grey(one_clear)[0, 0] == 255
+    assert images.to_grey(one_clear)[0, 0] == 255
 
 
 def test_sixteen_bit_grey(digits):
@@ -156,29 +157,29 @@ def test_thin_or_noisy_large_images_give_a_view_or_no_digit(shape):
     pixels = np.random.default_rng(sum(shape)).uniform(0, 255, shape).astype(np.float32)
     try:
         view = pp.preprocess(pixels)
-    except pp.NoDigitError:
+    except NoDigitError:
         return
     assert view.shape == (28, 28) and np.isfinite(view).all()
 
 
 @pytest.mark.parametrize("level", [0, 128, 255])
 def test_blank_images_are_no_digit(level):
-    with pytest.raises(pp.NoDigitError, match="no digit found"):
+    with pytest.raises(NoDigitError, match="no digit found"):
         pp.preprocess(encode(Image.new("L", (200, 200), level)))
 
 
 def test_faint_paper_noise_is_no_digit():
     noise = np.random.default_rng(0).normal(200, 3, (200, 200))
-    with pytest.raises(pp.NoDigitError):
+    with pytest.raises(NoDigitError):
         pp.preprocess(np.clip(noise, 0, 255).astype(np.float32))
 
 
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b"", pp.ImageError),
-        (b"this is not an image", pp.ImageError),
-        (encode(Image.new("L", (64, 64), 255))[:40], pp.ImageError),  # truncated PNG
+        (b"", ImageError),
+        (b"this is not an image", ImageError),
+        (encode(Image.new("L", (64, 64), 255))[:40], ImageError),  # truncated PNG
     ],
 )
 def test_unreadable_input(data, error):
@@ -190,7 +191,7 @@ def pillow_grey(data: bytes) -> np.ndarray:
     """What Pillow alone makes of an image: the reference for the PNG fast path."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        return pp.to_grey(ImageOps.exif_transpose(image))
+        return images.to_grey(ImageOps.exif_transpose(image))
 
 
 @settings(max_examples=150, deadline=None)
@@ -208,8 +209,8 @@ def test_simple_pngs_are_read_as_pillow_reads_them(mode, shape, block, opaque, l
     if opaque and mode == "RGBA":
         pixels[..., -1] = 255
     data = encode(Image.fromarray(pixels[..., 0] if mode == "L" else pixels), compress_level=level)
-    assert pp._simple_png(data, pp.MAX_PIXELS) is not None  # libspng read it
-    got, expected = pp.to_grey(pp.open_image(data)), pillow_grey(data)
+    assert images._simple_png(data, images.MAX_PIXELS) is not None  # libspng read it
+    got, expected = images.to_grey(images.open_image(data)), pillow_grey(data)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
@@ -230,12 +231,15 @@ def test_other_pngs_are_left_to_pillow(digits):
         "over the pixel limit": encode(Image.new("L", (100, 100))),
     }
     for name, data in others.items():
-        assert pp._simple_png(data, max_pixels=9_999 if "limit" in name else pp.MAX_PIXELS) is None
+        assert (
+            images._simple_png(data, max_pixels=9_999 if "limit" in name else images.MAX_PIXELS)
+            is None
+        )
         if name not in ("truncated", "over the pixel limit"):
-            assert np.array_equal(pp.to_grey(pp.open_image(data)), pillow_grey(data)), name
+            assert np.array_equal(images.to_grey(images.open_image(data)), pillow_grey(data)), name
     for name in ("EXIF orientation", "XMP orientation"):
-        rotated = pp.to_grey(pp.open_image(others[name]))
-        assert np.array_equal(rotated, pp.to_grey(photo.transpose(Image.Transpose.ROTATE_270)))
+        rotated = images.to_grey(images.open_image(others[name]))
+        assert np.array_equal(rotated, images.to_grey(photo.transpose(Image.Transpose.ROTATE_270)))
 
 
 @settings(max_examples=200, deadline=None)
@@ -255,7 +259,7 @@ def test_damaged_canvas_pngs_only_raise_documented_errors(damage):
 def test_decompression_bomb_is_refused_before_decoding():
     bomb = encode(Image.new("L", (10_000, 5_000), 255))  # 50 Mpx of white, ~50 kB as PNG
     assert len(bomb) < 200_000
-    with pytest.raises(pp.ImageTooLargeError, match="over the 40,000,000-pixel limit"):
+    with pytest.raises(ImageTooLargeError, match="over the 40,000,000-pixel limit"):
         pp.preprocess(bomb)
 
 
@@ -277,7 +281,7 @@ def test_random_bytes_only_raise_documented_errors(data):
 def test_random_images_give_a_digit_view_or_no_digit(pixels, fmt):
     try:
         view = pp.preprocess(encode(Image.fromarray(pixels), fmt))
-    except (pp.NoDigitError, pp.ImageError):
+    except (NoDigitError, ImageError):
         return
     assert view.shape == (28, 28) and np.isfinite(view).all()
     assert view.min() >= 0 and view.max() <= 255
@@ -290,7 +294,7 @@ def test_split_digits_reads_left_to_right(digits, small_mnist):
     for k, index in enumerate(picks):
         big = np.asarray(Image.fromarray(small_mnist.x_test[index]).resize((100, 100)), np.float32)
         row[10:110, 20 + k * 120 + 5 * k : 120 + k * 120 + 5 * k] -= big * 0.9
-    found = pp.split_digits(Image.fromarray(np.clip(row, 0, 255).astype(np.uint8)))
+    found = segment.split_digits(Image.fromarray(np.clip(row, 0, 255).astype(np.uint8)))
     assert len(found) == 4
     assert [d.box[0] for d in found] == sorted(d.box[0] for d in found)
 
@@ -299,16 +303,16 @@ def test_split_digits_on_a_hairline_says_no_digit():
     # A 1 px line is 'touching digits' 60 px wide: cut windows under 1 px once crashed.
     page = np.full((60, 100), 255, np.uint8)
     page[30, 20:80] = 0
-    with pytest.raises(pp.NoDigitError):
-        pp.split_digits(Image.fromarray(page))
+    with pytest.raises(NoDigitError):
+        segment.split_digits(Image.fromarray(page))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays(np.uint8, st.tuples(st.integers(1, 120), st.integers(1, 120))))
 def test_random_images_give_digits_or_no_digit_in_a_row(pixels):
     try:
-        found = pp.split_digits(Image.fromarray(pixels))
-    except pp.NoDigitError:
+        found = segment.split_digits(Image.fromarray(pixels))
+    except NoDigitError:
         return
     assert found and all(d.image.shape == (28, 28) for d in found)
 
@@ -327,9 +331,9 @@ def test_high_percentile_and_histogram_match_numpy(levels, solid, q, fractional)
     ink[ink > 255 * solid] = 255
     if fractional:
         ink *= 0.37
-    assert pp._high_percentile(ink, q) == np.percentile(ink, q)
+    assert greystats.high_percentile(ink, q) == np.percentile(ink, q)
     assert np.array_equal(
-        pp.grey_histogram(ink), np.bincount(ink.astype(np.uint8).ravel(), minlength=256)
+        greystats.grey_histogram(ink), np.bincount(ink.astype(np.uint8).ravel(), minlength=256)
     )
 
 
@@ -340,9 +344,9 @@ def test_high_percentile_and_histogram_match_numpy(levels, solid, q, fractional)
 )
 def test_median_and_percentile_match_numpy_to_the_last_bit(values, q):
     values = np.nan_to_num(values, posinf=0, neginf=0)
-    assert pp._median(values.reshape(1, -1, 1)) == np.median(values)  # any shape, as NumPy
-    for ours, numpys in ((pp._median(values), np.median(values)),
-                         (pp._percentile(values, q), np.percentile(values, q))):  # fmt: skip
+    assert greystats.median(values.reshape(1, -1, 1)) == np.median(values)  # any shape, as NumPy
+    for ours, numpys in ((greystats.median(values), np.median(values)),
+                         (greystats.percentile(values, q), np.percentile(values, q))):  # fmt: skip
         assert ours == numpys and np.asarray(ours).dtype == np.asarray(numpys).dtype
 
 

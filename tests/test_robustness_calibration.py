@@ -10,17 +10,17 @@ import pytest
 from conftest import run_digits
 
 from digit_recognizer import TrainConfig, evaluate_run, train_model
-from digit_recognizer.ensemble import average_models, build_ensemble
-from digit_recognizer.errors import DigitsError
-from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
-from digit_recognizer.models import (
+from digit_recognizer.augment import (
     RandomWarp,
     affine_field,
     augmentation,
-    build_model,
     warp,
     with_augmentation,
 )
+from digit_recognizer.ensemble import average_models, build_ensemble
+from digit_recognizer.errors import DigitsError
+from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
+from digit_recognizer.models import build_model
 from digit_recognizer.predict import apply_temperature
 from digit_recognizer.robustness import CORRUPTIONS, corrupt, robustness
 
@@ -127,7 +127,7 @@ def test_augmentation_is_off_at_inference():
 
 
 def test_stroke_width_layer_thickens_and_thins_and_is_seeded():
-    from digit_recognizer.models import RandomStrokeWidth
+    from digit_recognizer.augment import RandomStrokeWidth
 
     x = np.zeros((256, 28, 28, 1), np.float32)
     x[:, 8:20, 12:15] = 255.0  # a bar 3 px wide
@@ -143,7 +143,7 @@ def test_stroke_width_layer_thickens_and_thins_and_is_seeded():
 
 
 def test_noise_layer_varies_its_level_per_image_within_range():
-    from digit_recognizer.models import RandomNoise
+    from digit_recognizer.augment import RandomNoise
 
     x = np.full((64, 28, 28, 1), 128.0, np.float32)
     out = np.asarray(RandomNoise(0.3, seed=0)(x, training=True))
@@ -224,7 +224,7 @@ def test_one_resampling_keeps_digits_sharper_than_three(digits):
 
 
 def test_elastic_and_warp_need_augmentation_and_train(tmp_path, mnist_path):
-    from digit_recognizer.train import load_config, recipe_config
+    from digit_recognizer.config import load_config, recipe_config
 
     with pytest.raises(DigitsError, match="--augment"):
         train_model(TrainConfig(elastic=34.0, limit=100, data_dir=str(mnist_path)), tmp_path)
@@ -270,7 +270,7 @@ def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnis
 
 
 def test_strong_augmentation_trains_and_stays_out_of_inference(tmp_path, mnist_path):
-    from digit_recognizer.train import recipe_config
+    from digit_recognizer.config import recipe_config
 
     cfg = recipe_config("robust", epochs=1, limit=300, data_dir=str(mnist_path))
     assert cfg.erase and cfg.contrast and cfg.noise and cfg.stroke  # the recipe turns them on

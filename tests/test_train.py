@@ -123,3 +123,19 @@ def test_refuses_to_overwrite_a_run(tmp_path, mnist_path):
         train_model(cfg, tmp_path, verbose=0)
     with pytest.raises(DigitsError, match="nothing to resume"):
         train_model(cfg, tmp_path / "empty", resume=True, verbose=0)
+
+
+def test_the_old_recipe_name_seed_is_baseline_and_bad_settings_are_refused(tmp_path):
+    from digit_recognizer.config import load_config, recipe_config
+
+    assert recipe_config("seed") == recipe_config("baseline")
+    assert recipe_config("seed").recipe == "baseline"
+    for bad in ({"epochs": 0}, {"val_split": 1.5}, {"learning_rate": -1.0}):
+        with pytest.raises(DigitsError, match="invalid training settings"):
+            recipe_config("baseline", **bad)
+    with pytest.raises(DigitsError, match="unknown recipe 'turbo'"):
+        recipe_config("turbo")
+    # A run folder saved under the old name loads as `baseline`; unknown old keys are ignored.
+    saved = {"config": {"recipe": "seed", "model": "mlp", "a_setting_since_removed": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert load_config(tmp_path) == recipe_config("baseline", model="mlp")

@@ -38,6 +38,9 @@ def assert_answer(response, digit: int) -> None:
     body = response.json()
     assert body["digit"] == digit and 0 < body["confidence"] <= 1
     assert len(body["probabilities"]) == 10 and body["latency_ms"] > 0
+    ranked = np.argsort(body["probabilities"])
+    assert body["runner_up"] == ranked[-2] != digit and isinstance(body["unsure"], bool)
+    assert body["runner_up_probability"] == pytest.approx(body["probabilities"][ranked[-2]])
     view = Image.open(io.BytesIO(base64.b64decode(body["view_png"])))
     assert view.size == (28, 28)
 
@@ -151,9 +154,47 @@ def test_random_images_only_documented_statuses(client, width, height, seed):
 )  # fmt: skip
 def test_view_png_holds_the_view_clipped_to_8_bits(height, width, seed):
     """The hand-written PNG of the model's view decodes, in Pillow, to the view's pixels."""
-    from digit_recognizer.web.app import grey_png
+    from digit_recognizer.images import grey_png
 
     view = np.random.default_rng(seed).uniform(-50, 300, (height, width)).astype(np.float32)
     image = Image.open(io.BytesIO(grey_png(view)))
     assert image.mode == "L" and image.size == (width, height)
     assert np.array_equal(np.asarray(image), np.clip(view, 0, 255).astype(np.uint8))
+
+
+def test_deeply_nested_json_is_a_400(client):
+    body = b"[" * 1000 + b"]" * 1000
+    response = client.post(
+        "/api/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "nested" in response.json()["error"]
+    response = client.post(
+        "/api/predict", content=b'{"image": ' + body + b"}",
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 400
+
+
+def test_an_oversized_body_sent_without_expect_gets_the_413_json():
+    """urllib sends the whole body before reading the answer: a server that answers 413 and
+    closes at once leaves it a connection reset instead."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from digit_recognizer.bench import free_port, start_server
+
+    port = free_port()
+    process, _ = start_server(port, workers=1)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/predict", data=bytes(6 * 1024 * 1024),
+            headers={"Content-Type": "image/png"}, method="POST",
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=30)
+        assert answer.value.code == 413
+        assert "limit" in json.loads(answer.value.read())["error"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

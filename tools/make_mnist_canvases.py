@@ -4,7 +4,7 @@ canvas (strokes about size/10 wide, like a bold marker or the web page at 280 px
 Reading them checks that preprocessing does not depend on the scale a digit is drawn at:
 `digits evaluate-images DIR` should score about what it scores on MNIST's own 28x28 images.
 File names hold the label (`7_mnist_00042.png`), as in data/handwriting.
-Run: .venv/bin/python tools/make_mnist_canvases.py --size 504 --count 1000 --out /tmp/canvas504
+Run: .venv/bin/python tools/make_mnist_canvases.py --size 504 --count 1000 --out eval-sets/canvas504
 """
 
 from __future__ import annotations

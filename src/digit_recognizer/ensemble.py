@@ -12,9 +12,10 @@ from pathlib import Path
 import keras
 
 from digit_recognizer.artifacts import library_versions, read_json, write_json
+from digit_recognizer.config import load_config, validation_seed
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.models import INPUT_SHAPE, inference_model, load_model
-from digit_recognizer.train import load_config, save_model_atomic, validation_seed
+from digit_recognizer.train import save_model_atomic
 
 
 def average_models(members: list[keras.Model]) -> keras.Model:

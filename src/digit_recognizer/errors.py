@@ -1,4 +1,4 @@
-"""The one exception type that users see as a clean one-line message."""
+"""The exceptions users see as a clean one-line message (CLI) or a 4xx JSON answer (web)."""
 
 
 class DigitsError(Exception):
@@ -10,3 +10,15 @@ class DigitsError(Exception):
 
 class DataError(DigitsError):
     """A dataset file is missing, truncated, corrupt or does not match its checksum."""
+
+
+class ImageError(DigitsError):
+    """The bytes are not a readable image (not an image, truncated, unsupported)."""
+
+
+class ImageTooLargeError(DigitsError):
+    """The image has more pixels than MAX_PIXELS (a decompression bomb, or just too big)."""
+
+
+class NoDigitError(DigitsError):
+    """The image is blank or holds nothing that looks like ink."""

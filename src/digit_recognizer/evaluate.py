@@ -119,16 +119,38 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
 
 
+UNSURE_SHARE = 0.01  # the share of validation answers flagged "unsure"
+
+
+def unsure_margin(probabilities: np.ndarray, labels: np.ndarray, share: float = UNSURE_SHARE):
+    """The gap between the top two probabilities below which an answer is called unsure,
+    chosen on validation: the `share` of answers with the smallest gaps. Also reports how many
+    of the validation errors those answers hold, so the card says what the flag is worth."""
+    top_two = np.sort(probabilities, axis=1)[:, -2:]
+    gaps = top_two[:, 1] - top_two[:, 0]
+    margin = float(np.quantile(gaps, share))
+    wrong = probabilities.argmax(axis=1) != labels
+    flagged = gaps < margin
+    return {
+        "margin": margin,
+        "chosen_on": f"validation split ({len(labels)} images)",
+        "validation_flagged": float(flagged.mean()),
+        "validation_errors_flagged": float(flagged[wrong].mean()) if wrong.any() else None,
+    }
+
+
 def calibrate(
     model, data: Dataset, val_split: float, seed: int, test_probabilities: np.ndarray
 ) -> dict:
-    """Fit a temperature on the run's own validation split (never the test set) and report
-    the test ECE before and after it."""
+    """Fit a temperature on the run's own validation split (never the test set), choose the
+    "unsure" margin there, and report the test ECE before and after the temperature."""
     from digit_recognizer.data import split_validation
     from digit_recognizer.predict import apply_temperature
 
     _, _, x_val, y_val = split_validation(data.x_train, data.y_train, val_split, seed)
-    temperature = fit_temperature(predict_probabilities(model, x_val), y_val.astype(int))
+    val_probabilities = predict_probabilities(model, x_val)
+    temperature = fit_temperature(val_probabilities, y_val.astype(int))
+    unsure = unsure_margin(apply_temperature(val_probabilities, temperature), y_val.astype(int))
     labels = data.y_test.astype(int)
     before, bins_before = expected_calibration_error(test_probabilities, labels)
     calibrated = apply_temperature(test_probabilities, temperature)
@@ -138,6 +160,7 @@ def calibrate(
         "fitted_on": f"validation split ({len(y_val)} images)",
         "test_ece": before,
         "test_ece_calibrated": after,
+        "unsure": unsure,
         "bins": bins_before,
         "bins_calibrated": bins_after,
     }
@@ -189,8 +212,8 @@ def write_report(
 
 def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
     """Evaluate a run directory's best model on the test set it was configured with."""
+    from digit_recognizer.config import load_config, validation_seed
     from digit_recognizer.models import load_model
-    from digit_recognizer.train import load_config, validation_seed
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
@@ -218,51 +241,3 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
 
 
 # --- Images that are not MNIST --------------------------------------------------------
-
-
-def label_from_name(path: Path) -> int | None:
-    """`7_kristi_03.jpg` or `7/anything.png` is a 7; None if neither names a digit."""
-    for candidate in (path.name[:1], path.parent.name):
-        if len(candidate) == 1 and candidate.isdigit():
-            return int(candidate)
-    return None
-
-
-def evaluate_images(folder: Path, model: str | Path | None = None, preprocessing: bool = True):
-    """Accuracy of an ONNX model on a folder of labelled images (label in the file name).
-
-    Returns a dict: accuracy, images, correct, no_digit (images where preprocessing found no
-    digit; they count as wrong), per_source accuracy (the name's second field) and mistakes.
-    """
-    from digit_recognizer.predict import Recognizer
-    from digit_recognizer.preprocess import IMAGE_SUFFIXES
-
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    labelled = [(p, label_from_name(p)) for p in files]
-    labelled = [(p, y) for p, y in labelled if y is not None]
-    if not labelled:
-        raise DigitsError(f"{folder}: no labelled images (name them like 7_anything.png)")
-    recognizer = Recognizer(model)
-    per_source: dict[str, list[int]] = {}
-    mistakes, no_digit = [], 0
-    for path, label in labelled:
-        try:
-            digit = recognizer.read(path, preprocessing=preprocessing).digit
-        except DigitsError:
-            digit, no_digit = -1, no_digit + 1
-        source = path.stem.split("_")[1] if path.stem.count("_") >= 2 else "all"
-        per_source.setdefault(source, []).append(int(digit == label))
-        if digit != label:
-            mistakes.append({"file": str(path), "label": label, "predicted": digit})
-    correct = sum(sum(hits) for hits in per_source.values())
-    return {
-        "model": str(recognizer.model_path),
-        "folder": str(folder),
-        "preprocessing": preprocessing,
-        "images": len(labelled),
-        "correct": correct,
-        "accuracy": correct / len(labelled),
-        "no_digit": no_digit,
-        "per_source": {k: float(np.mean(v)) for k, v in sorted(per_source.items())},
-        "mistakes": mistakes,
-    }

@@ -45,120 +45,13 @@ def max_output_difference(
     return float(np.abs(onnx_out - keras_out).max())
 
 
-# --- Rewriting the exported graph: the same function in fewer operations ----------------
-
-
-def _producers(graph) -> dict:
-    return {output: node for node in graph.node for output in node.output}
-
-
-def _consumers(graph, name: str) -> list:
-    return [node for node in graph.node if name in node.input]
-
-
-def _drop_unused(graph) -> None:
-    """Remove the nodes and constants that no graph output depends on."""
-    needed = {output.name for output in graph.output}
-    kept = []
-    for node in reversed(graph.node):  # ONNX lists nodes in topological order
-        if needed.intersection(node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    unused = [tensor for tensor in graph.initializer if tensor.name not in needed]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-
-
-def _static_dims(model) -> dict[str, list]:
-    """Each tensor's dimensions as shape inference (with constant propagation) sees them:
-    ints where known, names where they depend on the batch."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    return {
-        info.name: [dim.dim_value or dim.dim_param for dim in info.type.tensor_type.shape.dim]
-        for info in [*inferred.graph.input, *inferred.graph.value_info]
-    }
-
-
-def constant_flatten(model) -> None:
-    """Keras's Flatten exports as a Transpose back to channels-last, then six operations
-    computing the shape [batch, -1] at run time for a Reshape. Where shape inference shows the
-    Reshape gives [batch, k], its shape becomes the constant [-1, k]; where it also reads a
-    channels-last Transpose and feeds only a MatMul of constant weights, it reads the
-    channels-first tensor and the weight rows are permuted to match: the same sums of the
-    same products. About 5 % of the shipped model's time in ONNX Runtime."""
-    from onnx import numpy_helper
-
-    graph = model.graph
-    dims, producers = _static_dims(model), _producers(graph)
-    constants = {tensor.name: tensor for tensor in graph.initializer}
-    for reshape in [node for node in graph.node if node.op_type == "Reshape"]:
-        source, shape = reshape.input[0], reshape.input[1]
-        result, features = dims.get(reshape.output[0], []), dims.get(source, [None])[1:]
-        if shape in constants or len(result) != 2 or not isinstance(result[1], int):
-            continue
-        if not all(isinstance(d, int) for d in features) or np.prod(features) != result[1]:
-            continue  # not [batch, everything else]: -1 would not stand for the batch
-        constant = numpy_helper.from_array(np.array([-1, result[1]], np.int64), f"{shape}_fixed")
-        graph.initializer.append(constant)
-        reshape.input[1] = constant.name
-        transpose, users = producers.get(source), _consumers(graph, reshape.output[0])
-        perm = [list(a.ints) for a in transpose.attribute if a.name == "perm"] if transpose else []
-        if (
-            perm != [[0, 2, 3, 1]]
-            or transpose.op_type != "Transpose"
-            or len(_consumers(graph, source)) != 1
-            or len(users) != 1
-            or users[0].op_type != "MatMul"
-            or users[0].input[0] != reshape.output[0]
-            or users[0].input[1] not in constants
-            or len(_consumers(graph, users[0].input[1])) != 1
-        ):
-            continue
-        height, width, channels = features
-        weights = constants[users[0].input[1]]
-        rows = numpy_helper.to_array(weights)  # in (height, width, channel) order
-        rows = rows.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
-        weights.CopyFrom(numpy_helper.from_array(rows.reshape(result[1], -1), weights.name))
-        reshape.input[0] = transpose.input[0]
-    _drop_unused(graph)
-
-
-def fold_temperature(model, temperature: float) -> bool:
-    """Divide the logits feeding the output Softmax by `temperature`, so that the file itself
-    gives calibrated probabilities: softmax(z / T) is apply_temperature's softmax(log p / T).
-    False, and nothing changed, unless the graph ends in Softmax(x @ W + b) or Softmax(x @ W)
-    (a bias of zeros is dropped by the exporter), W and b constant."""
-    from onnx import numpy_helper
-
-    graph = model.graph
-    producers = _producers(graph)
-    constants = {tensor.name: tensor for tensor in graph.initializer}
-    softmax = producers.get(graph.output[0].name)
-    logits = producers.get(softmax.input[0]) if softmax and softmax.op_type == "Softmax" else None
-    names = []
-    if logits is not None and logits.op_type == "Add":
-        names.append(logits.input[1])
-        logits = producers.get(logits.input[0])
-    if logits is None or logits.op_type != "MatMul":
-        return False
-    names.append(logits.input[1])
-    if not all(name in constants and len(_consumers(graph, name)) == 1 for name in names):
-        return False
-    for name in names:
-        scaled = numpy_helper.to_array(constants[name]) / np.float32(temperature)
-        constants[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
-    return True
-
-
 def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     """Export `keras_model` to ONNX at `out` (atomically), rewritten by constant_flatten and,
     for a temperature other than 1, fold_temperature. True if the temperature was folded."""
     import keras
     import onnx
+
+    from digit_recognizer.fold import constant_flatten, fold_temperature
 
     # Keras traces the model for ONNX without training=False, and a nested model (the
     # keras.applications base of `mobilenet`) then normalised with each batch's statistics:
@@ -175,6 +68,35 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     onnx.checker.check_model(model)
     write_atomic(out, lambda tmp: onnx.save(model, str(tmp)))
     return folded
+
+
+def provenance(config: dict) -> dict:
+    """What trained the model and what only scored it, from a run's config.json. The held-out
+    sets never train a model nor choose a setting."""
+    from digit_recognizer.synth import HELD_OUT_HANDS
+
+    data = config["data"]
+    generated = data.get("generated") or {}
+    added = generated.get("train", {}).get("images", 0)
+    training = [
+        f"{data['train'] - added} images of the {data['dataset']} training set (the rest"
+        f" of it is the validation split), {added} generated"
+    ]
+    for split, settings in generated.items():
+        training.append(
+            f"generated ({split}): digit_recognizer.synth version {settings['version']}, "
+            f"seed {settings['seed']}, styles {', '.join(settings['hands'])}, "
+            f"{settings['images']} images"
+        )
+    return {
+        "training_data": training,
+        "held_out": [
+            f"{data['dataset']} test set ({data['test']} images): reported, never chooses",
+            "data/handwriting: 660 digits in 18 handwriting fonts and pen strokes",
+            "scikit-learn's digits: 1,797 real handwritten digits, 13 writers (eval-sets)",
+            f"generated digits in the held-out styles {', '.join(HELD_OUT_HANDS)} (eval-sets)",
+        ],
+    }
 
 
 def model_card(
@@ -196,12 +118,15 @@ def model_card(
             continue
         content = read_json(run_dir / name)
         if name == "config.json":
-            card["training"] = content["config"]
-            card["data"] = content["data"]
+            # Settings and data by name and checksum: a local folder means nothing elsewhere.
+            card["training"] = {k: v for k, v in content["config"].items() if k != "data_dir"}
+            card["data"] = {k: v for k, v in content["data"].items() if k != "source"}
+            card.update(provenance(content))
         elif name == "calibration.json":
             card["calibration"] = {
                 key: content[key]
-                for key in ("temperature", "fitted_on", "test_ece", "test_ece_calibrated")
+                for key in ("temperature", "fitted_on", "test_ece", "test_ece_calibrated", "unsure")
+                if key in content
             }
             if temperature_in_model:
                 card["calibration"]["in_model"] = True
@@ -222,7 +147,7 @@ def export_onnx(
     """Export a run's best model (or a .keras file) to ONNX beside a model_card.json.
 
     Rescaling and BatchNorm layers are folded into the next layer's weights first
-    (models.fold_affine) and Flatten's shape arithmetic is made constant (constant_flatten):
+    (fold.fold_affine) and Flatten's shape arithmetic is made constant (constant_flatten):
     the same function in fewer operations. A temperature fitted by `digits evaluate`
     (calibration.json) goes into the last layer (fold_temperature), so the file's outputs are
     calibrated and nothing is computed after it.
@@ -232,7 +157,8 @@ def export_onnx(
     accuracy on it with and without preprocessing.
     """
 
-    from digit_recognizer.models import fold_affine, inference_model, load_model
+    from digit_recognizer.fold import fold_affine
+    from digit_recognizer.models import inference_model, load_model
 
     keras_path = _keras_model_path(source)
     out = Path(out) if out else keras_path.with_suffix(".onnx")
@@ -248,7 +174,7 @@ def export_onnx(
         raise DigitsError(f"ONNX outputs differ from Keras by {max_diff:.2e} (> {MAX_ABS_DIFF})")
     card = model_card(keras_path.parent, out, max_diff, temperature_in_model=in_model)
     if handwriting is not None:
-        from digit_recognizer.evaluate import evaluate_images
+        from digit_recognizer.image_folder import evaluate_images
 
         card["handwriting"] = {
             "folder": str(handwriting),

@@ -52,22 +52,30 @@ def comparison_curves(histories: dict[str, dict[str, list[float]]], path: Path) 
     return save_figure(fig, path)
 
 
-def confusion_matrix(matrix: np.ndarray, class_names: tuple[str, ...], path: Path) -> Path:
-    """Counts, with the diagonal on a separate colour scale so mistakes stay visible."""
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(6.5, 5.8))
-    off_diagonal = np.where(np.eye(n, dtype=bool), 0, matrix)
+def confusion_matrix(
+    matrix: np.ndarray,
+    class_names: tuple[str, ...],
+    path: Path,
+    columns: tuple[str, ...] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Counts, with the diagonal on a separate colour scale so mistakes stay visible. Rows are
+    the true classes; `columns` (default: the classes) may add one, such as "no digit"."""
+    columns = columns or class_names
+    rows, cols = len(class_names), len(columns)
+    fig, ax = plt.subplots(figsize=(6.5 + 0.45 * (cols - rows), 5.8))
+    off_diagonal = np.where(np.eye(rows, cols, dtype=bool), 0, matrix)
     image = ax.imshow(off_diagonal, cmap="Reds")
     fig.colorbar(image, ax=ax, fraction=0.046, label="mistakes")
-    for i in range(n):
-        for j in range(n):
+    for i in range(rows):
+        for j in range(cols):
             weight = "bold" if i == j else "normal"
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, weight=weight)
-    ax.set_xticks(range(n), class_names, rotation=45 if n and len(class_names[0]) > 2 else 0)
-    ax.set_yticks(range(n), class_names)
+    ax.set_xticks(range(cols), columns, rotation=45 if cols and len(columns[0]) > 2 else 0)
+    ax.set_yticks(range(rows), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix ({int(matrix.sum())} test images)")
+    ax.set_title(title or f"Confusion matrix ({int(matrix.sum())} test images)")
     return save_figure(fig, path)
 
 

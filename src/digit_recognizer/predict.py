@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from digit_recognizer import preprocess as pp
+from digit_recognizer import segment
 from digit_recognizer.errors import DigitsError
+from digit_recognizer.images import MAX_PIXELS
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "model.onnx"
@@ -29,11 +31,20 @@ class Prediction:
     probabilities: list[float]  # ten values, digits 0-9
     view: np.ndarray  # (28, 28) float32: what the model saw
     box: tuple[int, int, int, int] | None = None  # where in the image (--multi), px
+    unsure: bool = False  # the runner-up came close: the answer may as well be it
+
+    @property
+    def runner_up(self) -> int:
+        """The second most probable digit."""
+        return int(np.argsort(self.probabilities)[-2])
 
     def as_dict(self) -> dict:
         result = {
             "digit": self.digit,
             "confidence": round(self.confidence, 6),
+            "runner_up": self.runner_up,
+            "runner_up_probability": round(self.probabilities[self.runner_up], 6),
+            "unsure": self.unsure,
             "probabilities": [round(p, 6) for p in self.probabilities],
         }
         if self.box is not None:
@@ -103,6 +114,9 @@ class Recognizer:
         calibration = self.card.get("calibration", {})
         in_model = calibration.get("in_model", False)
         self.temperature = 1.0 if in_model else float(calibration.get("temperature", 1.0))
+        # Chosen on the validation split by `digits evaluate`; a model without it never says
+        # it is unsure (0: no gap is smaller).
+        self.unsure_margin = float(calibration.get("unsure", {}).get("margin", 0.0))
 
     def probabilities(self, views: np.ndarray) -> np.ndarray:
         """(N, 28, 28) float32 0-255 -> (N, 10) probabilities."""
@@ -111,6 +125,7 @@ class Recognizer:
         return apply_temperature(probabilities, self.temperature)
 
     def _prediction(self, view: np.ndarray, probabilities: np.ndarray, box=None) -> Prediction:
+        second, first = np.sort(probabilities)[-2:]
         digit = int(np.argmax(probabilities))
         return Prediction(
             digit=digit,
@@ -118,16 +133,18 @@ class Recognizer:
             probabilities=[float(p) for p in probabilities],
             view=view,
             box=box,
+            unsure=bool(first - second < self.unsure_margin),
         )
 
-    def read(self, source, preprocessing: bool = True) -> Prediction:
-        """Read one digit from an image (bytes, path, PIL image or grey array)."""
-        view = pp.preprocess(source) if preprocessing else pp.naive_resize(source)
+    def read(self, source, preprocessing: bool = True, max_pixels: int = MAX_PIXELS) -> Prediction:
+        """Read one digit from an image (bytes, path, PIL image or grey array); images over
+        `max_pixels` are refused before they are decoded."""
+        view = pp.preprocess(source, max_pixels) if preprocessing else pp.naive_resize(source)
         return self._prediction(view, self.probabilities(view[np.newaxis])[0])
 
     def read_row(self, source) -> list[Prediction]:
         """Read a row of digits (e.g. a photographed '2025'), left to right."""
-        digits = pp.split_digits(source)
+        digits = segment.split_digits(source)
         probabilities = self.probabilities(np.stack([d.image for d in digits]))
         return [
             self._prediction(d.image, p, d.box) for d, p in zip(digits, probabilities, strict=True)

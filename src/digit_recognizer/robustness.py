@@ -179,7 +179,8 @@ def robustness(
 
 def preprocess_batch(images: np.ndarray) -> np.ndarray:
     """The shared preprocessing on each image; a blank result becomes a black image."""
-    from digit_recognizer.preprocess import NoDigitError, preprocess
+    from digit_recognizer.errors import NoDigitError
+    from digit_recognizer.preprocess import preprocess
 
     views = np.zeros(images.shape, np.float32)
     for k, image in enumerate(images):

@@ -7,6 +7,7 @@ A run directory holds everything needed to evaluate, compare, resume and reprodu
   history.json            per-epoch metrics, written after every epoch
   config.json             settings, seed, library versions, data checksums
   train.log               what happened, epoch by epoch
+Settings live in config.py; this module only trains.
 """
 
 from __future__ import annotations
@@ -23,93 +24,22 @@ import keras
 import numpy as np
 
 from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
+from digit_recognizer.augment import augmentation, with_augmentation
+from digit_recognizer.config import (
+    DEFAULT_BATCH_SIZE,
+    TrainConfig,
+    load_config,
+    recipe_config,
+    validation_seed,
+)
 from digit_recognizer.data import Dataset, load_dataset, split_validation
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.models import (
-    augmentation,
-    build_model,
-    inference_model,
-    load_model,
-    pretrained_base,
-    with_augmentation,
-)
+from digit_recognizer.models import build_model, inference_model, load_model, pretrained_base
 
 log = logging.getLogger(__name__)
 
 MONITOR = "val_loss"  # what EarlyStopping and the best checkpoint watch; never the test set
-
-# Chosen on the validation split (seed 42, with ReduceLROnPlateau): the MLP's best validation
-# accuracy was 97.70 % at batch 128, 97.87 % at 64 and 98.00 % at 32 (the Keras default);
-# the CNN is fine at 128 and 4x faster per epoch than at 32.
-DEFAULT_BATCH_SIZE = {"mlp": 32}
-
-# Named presets; CLI options override single fields. "seed" is the seed's recipe (Adam,
-# batch 128, early stopping) with ReduceLROnPlateau. The others are chosen by the
-# measurements in benchmarks/README.md: one-cycle schedules over a fixed budget, so early
-# stopping is effectively off (patience = epochs) and the budget is the --epochs knob.
-RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {},
-    # 99 % in two epochs of a LeNet-sized network.
-    "fast": {
-        "model": "fast",
-        "batch_size": 256,
-        "epochs": 2,
-        "learning_rate": 1e-2,
-        "schedule": "onecycle",
-        "warmup": 0.1,
-        "patience": 2,
-    },
-    # The `deep` network with geometric augmentation: about 99.5 % in 10 epochs. The geometry
-    # is one resampling (`warp`): validation 99.54 % against 99.42 % with Keras's three layers
-    # (mean of seeds 3-5, chosen on validation; README, Command line).
-    "accurate": {
-        "model": "deep",
-        "batch_size": 256,
-        "epochs": 10,
-        "learning_rate": 5e-3,
-        "schedule": "onecycle",
-        "warmup": 0.1,
-        "patience": 100,
-        "augment": True,
-        "warp": True,
-    },
-    # Geometry plus occlusion, faint ink, noise and stroke width: what `digits robustness`
-    # tests, except blur and elastic distortion, which it never trains on. On `deep48`, not
-    # `deep`: one image answered about 20 % sooner for 0.1 point under corruption.
-    "robust": {
-        "model": "deep48",
-        "batch_size": 256,
-        "epochs": 20,
-        "learning_rate": 5e-3,
-        "schedule": "onecycle",
-        "warmup": 0.1,
-        "patience": 100,
-        "augment": True,
-        "rotation": 20.0,
-        "shift": 0.15,
-        "zoom": 0.2,
-        "erase": 0.3,
-        "contrast": 0.6,
-        "noise": 0.3,
-        "stroke": 0.4,
-    },
-}
-
-# `accurate` in 4 epochs, for the 99.5 % target: label smoothing, a peak of 1e-2 and batch 128
-# reach 99.5 % test accuracy at epoch 4 (or 3) in 6 of 6 runs (seeds 42, 1, 2 on the GPU and on
-# this CPU), where `accurate` needs 7-9 epochs. benchmarks/README.md, "Recipe sweep".
-RECIPES["accurate-short"] = {
-    **RECIPES["accurate"], "epochs": 4, "batch_size": 128, "learning_rate": 1e-2,
-    "label_smoothing": 0.1,
-}  # fmt: skip
-
-
-def recipe_config(recipe: str, **overrides: Any) -> TrainConfig:
-    """A recipe's TrainConfig with the given fields replaced (None values are ignored)."""
-    if recipe not in RECIPES:
-        raise DigitsError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    fields = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(recipe=recipe, **fields)
+__all__ = ["MONITOR", "Run", "TrainConfig", "recipe_config", "train"]
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -149,42 +79,6 @@ def compile_model(model: keras.Model, cfg: TrainConfig, train_images: int) -> No
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch), loss=make_loss(cfg), metrics=["accuracy"]
     )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run. Saved as config.json beside the model."""
-
-    recipe: str = "seed"  # the preset these settings started from, see RECIPES
-    model: str = "cnn"  # registry name, see models.py
-    epochs: int = 20  # upper bound; EarlyStopping usually ends sooner
-    batch_size: int | None = None  # None: the model's default, see DEFAULT_BATCH_SIZE
-    learning_rate: float = 1e-3  # Adam's rate; the peak rate with the onecycle schedule
-    schedule: str = "plateau"  # plateau: ReduceLROnPlateau; onecycle: warm up, cosine down
-    warmup: float = 0.25  # onecycle: fraction of all steps spent warming up
-    optimizer: str = "adam"  # adam or adamw
-    weight_decay: float = 1e-4  # adamw only
-    label_smoothing: float = 0.0  # 0.1 moves 10 % of each target's weight to the other classes
-    val_split: float = 0.1  # fraction of the training set held out to choose epochs
-    patience: int = 3  # epochs without val_loss improvement before stopping
-    lr_factor: float = 0.3  # ReduceLROnPlateau: multiply the rate by this when val_loss stalls
-    augment: bool = False  # random rotation/shift/zoom of training images (not validation)
-    rotation: float = 10.0  # augmentation: max rotation, degrees
-    shift: float = 0.1  # augmentation: max shift, fraction of the image
-    zoom: float = 0.1  # augmentation: max zoom in or out, fraction
-    erase: float = 0.0  # augmentation: probability of blacking out a patch (occlusion)
-    contrast: float = 0.0  # augmentation: max contrast and brightness change (faint ink)
-    noise: float = 0.0  # augmentation: max Gaussian noise standard deviation, fraction of 0-255
-    stroke: float = 0.0  # augmentation: probability of thickening or thinning the strokes
-    elastic: float = 0.0  # augmentation: elastic distortion strength, px (0: off; Simard: 34)
-    warp: bool = False  # augmentation: rotation, shift and zoom as one resampling, not three
-    weights: str = "none"  # mobilenet/efficientnet: none, imagenet or a weights file
-    fine_tune_epochs: int = 0  # pretrained weights: epochs with the base unfrozen, rate / 10
-    seed: int = 42
-    split_seed: int | None = None  # the validation split's seed; None: `seed` (ensembles share one)
-    dataset: str = "mnist"
-    data_dir: str | None = None  # None: DIGITS_DATA_DIR, cache, or download
-    limit: int | None = None  # first N train and N test images, for smoke runs
 
 
 @dataclass
@@ -272,7 +166,44 @@ def _add_channel(x: np.ndarray) -> np.ndarray:
     return x[..., np.newaxis]  # (N, 28, 28) -> (N, 28, 28, 1)
 
 
-def _record_config(out_dir: Path, cfg: TrainConfig, data: Dataset, n_train: int, n_val: int):
+# Generated digits in the validation split of every run that trains on them: one fixed set,
+# so that runs with different shares (`synth`) are compared on the same images.
+GENERATED_VALIDATION = 2000
+
+
+def _with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
+    """Add generated digits (synth.TRAIN_HANDS only) to the training split, `cfg.synth` times
+    as many as it holds, and a fixed set of others to the validation split. Keras shuffles the
+    training images every epoch, so each batch mixes both sources. `provenance` records what
+    was added, for config.json and the model card."""
+    from digit_recognizer import synth
+
+    x_tr, y_tr, x_val, y_val = split
+    if not cfg.synth:
+        return split
+    val_count = GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
+    added = {}
+    for name, count, seed in (
+        ("train", round(cfg.synth * len(x_tr)), cfg.synth_seed),
+        ("validation", val_count, cfg.synth_seed + 1),
+    ):
+        settings = synth.SynthConfig(count=count, seed=seed)
+        added[name] = synth.preprocessed_views(*synth.training_set(settings))
+        provenance[name] = {**settings.as_dict(), "images": len(added[name][1])}
+    log.info(
+        "added %d generated digits to training, %d to validation",
+        len(added["train"][1]), len(added["validation"][1]),
+    )  # fmt: skip
+    return (
+        np.concatenate([x_tr, added["train"][0]]), np.concatenate([y_tr, added["train"][1]]),
+        np.concatenate([x_val, added["validation"][0]]),
+        np.concatenate([y_val, added["validation"][1]]),
+    )  # fmt: skip
+
+
+def _record_config(
+    out_dir: Path, cfg: TrainConfig, data: Dataset, n_train: int, n_val: int, generated: dict
+):
     write_json(
         out_dir / "config.json",
         {
@@ -288,22 +219,10 @@ def _record_config(out_dir: Path, cfg: TrainConfig, data: Dataset, n_train: int,
                 "validation": n_val,
                 "test": len(data.x_test),
                 "class_names": list(data.class_names),
+                "generated": generated or None,  # synth.SynthConfig of each split, if any
             },
         },
     )
-
-
-def validation_seed(cfg: TrainConfig) -> int:
-    """The seed of the run's validation split: members of an ensemble train from different
-    seeds on one split, so its validation images are unseen by all of them."""
-    return cfg.seed if cfg.split_seed is None else cfg.split_seed
-
-
-def load_config(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise DigitsError(f"{run_dir} is not a run directory (no config.json)")
-    return TrainConfig(**read_json(path)["config"])
 
 
 def _attach_log_file(out_dir: Path) -> logging.Handler:
@@ -313,6 +232,90 @@ def _attach_log_file(out_dir: Path) -> logging.Handler:
     package_logger.addHandler(handler)
     package_logger.setLevel(min(package_logger.getEffectiveLevel(), logging.INFO))
     return handler
+
+
+def _starting_point(
+    cfg: TrainConfig, out_dir: Path, resume: bool
+) -> tuple[TrainConfig, dict[str, list[float]]]:
+    """The settings and history to train from: `cfg` for a new run, the saved ones (epochs
+    possibly raised) to resume. Refuses to overwrite a finished run."""
+    if (cfg.elastic or cfg.warp) and not cfg.augment:
+        raise DigitsError("--elastic and --warp change the augmentation: add --augment")
+    if not resume:
+        if (out_dir / "config.json").exists():
+            raise DigitsError(
+                f"{out_dir} already holds a run; choose another --out or use --resume"
+            )
+        history: dict[str, list[float]] = {}
+    else:
+        if not (out_dir / "last.keras").is_file():
+            raise DigitsError(f"nothing to resume in {out_dir} (no last.keras)")
+        saved = load_config(out_dir)
+        cfg = replace(saved, epochs=max(cfg.epochs, saved.epochs))
+        history = read_json(out_dir / "history.json")
+    if cfg.batch_size is None:
+        cfg = replace(cfg, batch_size=DEFAULT_BATCH_SIZE.get(cfg.model, 128))
+    return cfg, history
+
+
+def _model_to_train(cfg: TrainConfig, out_dir: Path, resume: bool) -> keras.Model:
+    """The saved model to resume, or a new one with its augmentation block in front."""
+    if resume:
+        return load_model(out_dir / "last.keras")
+    model = build_model(cfg.model, cfg.weights)
+    if not cfg.augment:
+        return model
+    augment = augmentation(
+        cfg.rotation, cfg.shift, cfg.zoom, cfg.seed, cfg.erase, cfg.contrast, cfg.noise,
+        cfg.stroke, cfg.elastic, cfg.warp,
+    )  # fmt: skip
+    return with_augmentation(model, augment)
+
+
+def _callbacks(cfg: TrainConfig, checkpoint: RunCheckpoint, extra) -> list:
+    """Checkpoint, early stopping (patience counted across --resume), the plateau schedule."""
+    callbacks: list[keras.callbacks.Callback] = [
+        checkpoint,
+        ResumableEarlyStopping(
+            checkpoint.history, monitor=MONITOR, patience=cfg.patience, restore_best_weights=True
+        ),
+        *extra,
+    ]
+    if cfg.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
+            )
+        )
+    return callbacks
+
+
+def _fit(model, cfg, train_xy, val_xy, checkpoint, until: int, verbose, extra) -> bool:
+    """Train up to epoch `until`; False if Ctrl-C stopped it (the best model is kept)."""
+    try:
+        model.fit(
+            *train_xy,
+            validation_data=val_xy,
+            epochs=until,
+            initial_epoch=len(checkpoint.history.get("loss", [])),
+            batch_size=cfg.batch_size,
+            callbacks=_callbacks(cfg, checkpoint, extra),
+            verbose=verbose,
+        )
+        return True
+    except KeyboardInterrupt:
+        log.warning(
+            "interrupted; best model kept in %s, continue with --resume", checkpoint.out_dir
+        )
+        return False
+
+
+def _save_deployable_h5(out_dir: Path) -> None:
+    """model.h5 for deployment: the best inference model, without training-only layers
+    (which the legacy format cannot always serialise anyway)."""
+    if (out_dir / "model.keras").is_file():
+        best = inference_model(load_model(out_dir / "model.keras"))
+        write_atomic(out_dir / "model.h5", lambda tmp: best.save(tmp))
 
 
 def train(
@@ -329,93 +332,35 @@ def train(
     the settings saved there (only `cfg.epochs` may be raised).
     """
     out_dir = Path(out_dir)
-    if (cfg.elastic or cfg.warp) and not cfg.augment:
-        raise DigitsError("--elastic and --warp change the augmentation: add --augment")
-    history: dict[str, list[float]] = {}
-    if resume:
-        if not (out_dir / "last.keras").is_file():
-            raise DigitsError(f"nothing to resume in {out_dir} (no last.keras)")
-        saved = load_config(out_dir)
-        cfg = replace(saved, epochs=max(cfg.epochs, saved.epochs))
-        history = read_json(out_dir / "history.json")
-    elif (out_dir / "config.json").exists():
-        raise DigitsError(f"{out_dir} already holds a run; choose another --out or use --resume")
-
-    if cfg.batch_size is None:
-        cfg = replace(cfg, batch_size=DEFAULT_BATCH_SIZE.get(cfg.model, 128))
+    cfg, history = _starting_point(cfg, out_dir, resume)
     keras.utils.set_random_seed(cfg.seed)
-    # Built before the data loads, so an unknown model name fails at once.
-    model = load_model(out_dir / "last.keras") if resume else build_model(cfg.model, cfg.weights)
-    if cfg.augment and not resume:
-        augment = augmentation(
-            cfg.rotation,
-            cfg.shift,
-            cfg.zoom,
-            cfg.seed,
-            cfg.erase,
-            cfg.contrast,
-            cfg.noise,
-            cfg.stroke,
-            cfg.elastic,
-            cfg.warp,
-        )
-        model = with_augmentation(model, augment)
+    model = _model_to_train(cfg, out_dir, resume)  # before the data: a bad name fails at once
     if data is None:
         data = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, cfg.limit)
-    x_tr, y_tr, x_val, y_val = split_validation(
-        data.x_train, data.y_train, cfg.val_split, validation_seed(cfg)
-    )
-
+    generated: dict = {}
+    x_tr, y_tr, x_val, y_val = _with_generated(
+        cfg, split_validation(data.x_train, data.y_train, cfg.val_split, validation_seed(cfg)),
+        generated,
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(out_dir)
     try:
         if resume:
             log.info("resuming %s from epoch %d", out_dir, len(history.get("loss", [])))
         else:
-            _record_config(out_dir, cfg, data, len(x_tr), len(x_val))
+            _record_config(out_dir, cfg, data, len(x_tr), len(x_val), generated)
             compile_model(model, cfg, len(x_tr))
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
-        run = Run(out_dir, cfg)
-        inputs, targets = _add_channel(x_tr), _targets(cfg, y_tr)
-        validation = (_add_channel(x_val), _targets(cfg, y_val))
-
-        def fit_until(epochs: int) -> None:
-            """Train up to epoch `epochs`; patience counts on from the history so far."""
-            callbacks: list[keras.callbacks.Callback] = [
-                checkpoint,
-                ResumableEarlyStopping(
-                    checkpoint.history, monitor=MONITOR, patience=cfg.patience,
-                    restore_best_weights=True,
-                ),
-                *extra_callbacks,
-            ]  # fmt: skip
-            if cfg.schedule == "plateau":
-                callbacks.append(
-                    keras.callbacks.ReduceLROnPlateau(
-                        monitor=MONITOR, factor=cfg.lr_factor, patience=1, min_lr=1e-5
-                    )
-                )
-            try:
-                model.fit(
-                    inputs,
-                    targets,
-                    validation_data=validation,
-                    epochs=epochs,
-                    initial_epoch=len(checkpoint.history.get("loss", [])),
-                    batch_size=cfg.batch_size,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                )
-            except KeyboardInterrupt:
-                run.interrupted = True
-                log.warning("interrupted; best model kept in %s, continue with --resume", out_dir)
-
+        train_xy = (_add_channel(x_tr), _targets(cfg, y_tr))
+        val_xy = (_add_channel(x_val), _targets(cfg, y_val))
         base = pretrained_base(model) if cfg.weights != "none" else None
         if base is not None and not resume:
             base.trainable = False  # phase 1: only the new head learns
-        fit_until(cfg.epochs)
-        if base is not None and cfg.fine_tune_epochs and not run.interrupted:
+        finished = _fit(
+            model, cfg, train_xy, val_xy, checkpoint, cfg.epochs, verbose, extra_callbacks
+        )
+        if base is not None and cfg.fine_tune_epochs and finished:
             # Phase 2: the whole network, at a tenth of the rate, so the pretrained features
             # are adjusted rather than overwritten.
             base.trainable = True
@@ -424,13 +369,12 @@ def train(
             )
             compile_model(model, fine_tune, len(x_tr))
             log.info("fine-tuning the whole network for %d epochs", cfg.fine_tune_epochs)
-            fit_until(cfg.epochs + cfg.fine_tune_epochs)
-        run.history = checkpoint.history
-        if (out_dir / "model.keras").is_file():
-            # The .h5 is for deployment: the inference model, without training-only layers
-            # (which the legacy format cannot always serialise anyway).
-            best = inference_model(load_model(out_dir / "model.keras"))
-            write_atomic(out_dir / "model.h5", lambda tmp: best.save(tmp))
+            until = cfg.epochs + cfg.fine_tune_epochs
+            finished = _fit(
+                model, cfg, train_xy, val_xy, checkpoint, until, verbose, extra_callbacks
+            )
+        run = Run(out_dir, cfg, checkpoint.history, interrupted=not finished)
+        _save_deployable_h5(out_dir)
         log.info("trained %d epochs in %.1f s", run.epochs_run, run.train_seconds)
         return run
     finally:

@@ -15,7 +15,7 @@ def run_server(host: str, port: int, workers: int = 1, log_level: str = "warning
 
     # httptools parses HTTP in C (the page's request 0.38 ms quicker than with h11). The loop
     # stays asyncio's even where uvloop is installed: uvloop let some connections starve at
-    # concurrency 32 (p99 345-562 ms against 75-138), stops 13 and 21 (benchmarks/README.md).
+    # concurrency 32 (p99 345-562 ms against 75-138; docs/decisions.md, "HTTP stack").
     config = uvicorn.Config(
         "digit_recognizer.web.app:app_from_env", factory=True, host=host, port=port,
         workers=workers, log_level=log_level, http="httptools", loop="asyncio",

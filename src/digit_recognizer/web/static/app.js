@@ -9,6 +9,7 @@ const strokes = [];  // each stroke: [{x, y}, ...] in canvas pixels; redrawn on 
 let current = null;
 let timer = null;
 let requestId = 0;
+let note = "";  // said after the answer: how an uploaded photo was shrunk
 
 // A brush about as thick, relative to the digit, as MNIST's pen: round ends, soft edge.
 const BRUSH = { width: 18, blur: 2 };
@@ -96,6 +97,7 @@ document.addEventListener("keydown", (event) => {
 function schedulePrediction(delay) {
   clearTimeout(timer);
   timer = setTimeout(() => {
+    note = "";
     send(JSON.stringify({ image: canvas.toDataURL("image/png") }), { "Content-Type": "application/json" });
   }, delay);
 }
@@ -132,9 +134,11 @@ function setBars(probabilities) {
 }
 
 function show(result) {
-  $("digit").textContent = result.digit;
+  // Unsure (the runner-up came close, by the model card's margin): say both, "1 or 7?".
+  $("digit").textContent = result.unsure ? `${result.digit} or ${result.runner_up}?` : result.digit;
+  $("digit").classList.toggle("unsure", Boolean(result.unsure));
   $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
-  $("status").textContent = `answered in ${result.latency_ms.toFixed(1)} ms`;
+  $("status").textContent = `answered in ${result.latency_ms.toFixed(1)} ms${note}`;
   $("status").classList.remove("error");
   $("view").src = `data:image/png;base64,${result.view_png}`;
   setBars(result.probabilities);
@@ -142,6 +146,7 @@ function show(result) {
 
 function showError(message) {
   $("digit").textContent = "?";
+  $("digit").classList.remove("unsure");
   $("confidence").textContent = "";
   $("view").removeAttribute("src");
   $("status").textContent = message;
@@ -153,6 +158,7 @@ function showEmpty() {
   clearTimeout(timer);
   requestId++;
   $("digit").textContent = "?";
+  $("digit").classList.remove("unsure");
   $("confidence").textContent = "";
   $("status").textContent = "Waiting for a digit.";
   $("status").classList.remove("error");
@@ -160,11 +166,36 @@ function showEmpty() {
   setBars(null);
 }
 
-function upload(file) {
+// A phone photo is 3-12 MB; the server reads 5 MB at most and the model needs a fraction of
+// the pixels. Photos longer than this are shrunk here first (EXIF orientation applied).
+const UPLOAD_LONG_SIDE = 2000;
+
+async function shrunk(file) {
+  if (!file.type.startsWith("image/") || typeof createImageBitmap !== "function") return file;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch (error) {
+    return file;  // not decodable here: the server says what is wrong with it
+  }
+  const scale = UPLOAD_LONG_SIDE / Math.max(bitmap.width, bitmap.height);
+  if (scale >= 1) return file;
+  const small = document.createElement("canvas");
+  small.width = Math.round(bitmap.width * scale);
+  small.height = Math.round(bitmap.height * scale);
+  small.getContext("2d").drawImage(bitmap, 0, 0, small.width, small.height);
+  const blob = await new Promise((resolve) => small.toBlob(resolve, "image/jpeg", 0.92));
+  if (!blob) return file;
+  note = ` (photo shrunk to ${small.width}×${small.height} px)`;
+  return blob;
+}
+
+async function upload(file) {
   if (!file) return;
-  const form = new FormData();
-  form.append("image", file);
   clearAll();
+  note = "";
+  const form = new FormData();
+  form.append("image", await shrunk(file), file.name);
   send(form, {});
 }
 

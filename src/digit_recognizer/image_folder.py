@@ -1,0 +1,96 @@
+"""Scoring a reading model (ONNX, through preprocessing) on a folder of labelled images:
+accuracy, per-digit recall, per-source accuracy, a confusion matrix and its picture.
+
+A file's label is its name's first character (`7_kristi_03.jpg`) or its folder's name
+(`7/anything.png`); the name's second field, if any, is its source (font, writer, style).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from digit_recognizer.errors import DigitsError
+
+NO_DIGIT = 10  # the confusion matrix's last column: preprocessing found no digit
+
+
+def label_from_name(path: Path) -> int | None:
+    """`7_kristi_03.jpg` or `7/anything.png` is a 7; None if neither names a digit."""
+    for candidate in (path.name[:1], path.parent.name):
+        if len(candidate) == 1 and candidate.isdigit():
+            return int(candidate)
+    return None
+
+
+def labelled_images(folder: Path) -> list[tuple[Path, int]]:
+    """Every image below `folder` whose name gives its label, in name order."""
+    from digit_recognizer.images import IMAGE_SUFFIXES
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    labelled = [(p, label_from_name(p)) for p in files]
+    found = [(p, y) for p, y in labelled if y is not None]
+    if not found:
+        raise DigitsError(f"{folder}: no labelled images (name them like 7_anything.png)")
+    return found
+
+
+def _source(path: Path) -> str:
+    return path.stem.split("_")[1] if path.stem.count("_") >= 2 else "all"
+
+
+def evaluate_images(folder: Path, model: str | Path | None = None, preprocessing: bool = True):
+    """Accuracy of an ONNX model on a folder of labelled images.
+
+    Returns a dict: accuracy, images, correct, no_digit (images where preprocessing found no
+    digit; they count as wrong), per-digit recall, per-source accuracy, the confusion matrix
+    (rows: true digit; columns: predicted digit, then "no digit") and the mistakes.
+    """
+    from digit_recognizer.predict import Recognizer
+
+    labelled = labelled_images(folder)
+    recognizer = Recognizer(model)
+    predicted = []
+    for path, _ in labelled:
+        try:
+            predicted.append(recognizer.read(path, preprocessing=preprocessing).digit)
+        except DigitsError:
+            predicted.append(NO_DIGIT)
+    labels = np.array([label for _, label in labelled])
+    predicted = np.array(predicted)
+    hits = predicted == labels
+    matrix = np.zeros((10, 11), int)
+    np.add.at(matrix, (labels, predicted), 1)
+    sources: dict[str, list[bool]] = {}
+    for (path, _), hit in zip(labelled, hits, strict=True):
+        sources.setdefault(_source(path), []).append(bool(hit))
+    return {
+        "model": str(recognizer.model_path),
+        "folder": str(folder),
+        "preprocessing": preprocessing,
+        "images": len(labelled),
+        "correct": int(hits.sum()),
+        "accuracy": float(hits.mean()),
+        "no_digit": int((predicted == NO_DIGIT).sum()),
+        "recall": {
+            str(d): float(hits[labels == d].mean()) for d in range(10) if (labels == d).any()
+        },
+        "per_source": {k: float(np.mean(v)) for k, v in sorted(sources.items())},
+        "confusion_matrix": matrix.tolist(),
+        "mistakes": [
+            {"file": str(path), "label": int(label), "predicted": int(guess)}
+            for (path, label), guess, hit in zip(labelled, predicted, hits, strict=True)
+            if not hit
+        ],
+    }
+
+
+def confusion_picture(report: dict, path: Path) -> Path:
+    """The report's confusion matrix as a PNG (columns 0-9, then "none": no digit found)."""
+    from digit_recognizer import plots
+
+    matrix = np.array(report["confusion_matrix"])
+    names = tuple(str(d) for d in range(10))
+    title = f"{Path(report['folder']).name}: {report['accuracy']:.2%} of {report['images']}"
+    return plots.confusion_matrix(matrix, names, path, columns=(*names, "none"), title=title)
