@@ -3,11 +3,27 @@ generated requests (over 1,000 in all), and none may be answered with a server e
 
 from __future__ import annotations
 
+import io
+
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 from digit_recognizer.web.app import create_app
 
+
+def png(pixels: bytes) -> bytes:
+    """A small grey PNG of the given bytes (padded to 16x16): a real image, any content."""
+    buffer = io.BytesIO()
+    Image.frombytes("L", (16, 16), pixels.ljust(256, b"\xff")[:256]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# Raw image bodies (`image/*` in the schema): real PNGs of any content, or any bytes at all.
+schemathesis.openapi.media_type(
+    "image/*", st.one_of(st.binary(max_size=256).map(png), st.binary(max_size=2048))
+)
 APP = create_app(max_bytes=1_000_000, max_pixels=4_000_000)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 CASES: dict[str, int] = {}

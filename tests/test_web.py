@@ -162,6 +162,12 @@ def test_view_png_holds_the_view_clipped_to_8_bits(height, width, seed):
     assert np.array_equal(np.asarray(image), np.clip(view, 0, 255).astype(np.uint8))
 
 
+def test_a_data_url_without_a_comma_is_a_400(client):
+    """Found by schemathesis: `{"image": "data:"}` was an IndexError, a 500."""
+    response = client.post("/api/predict", json={"image": "data:"})
+    assert response.status_code == 400 and "no comma" in response.json()["error"]
+
+
 def test_deeply_nested_json_is_a_400(client):
     body = b"[" * 1000 + b"]" * 1000
     response = client.post(

@@ -99,6 +99,8 @@ def decode_data_url(text: object) -> bytes:
     """'data:image/png;base64,....' (or bare base64) -> bytes."""
     if not isinstance(text, str) or not text:
         raise HTTPProblem(400, 'JSON body needs "image": a data: URL or base64 string')
+    if text.startswith("data:") and "," not in text:
+        raise HTTPProblem(400, "image is a data: URL without data (no comma)")
     payload = text.split(",", 1)[1] if text.startswith("data:") else text
     try:
         return base64.b64decode(payload, validate=True)
