@@ -126,8 +126,9 @@ def unsure_margin(probabilities: np.ndarray, labels: np.ndarray, share: float = 
     """The gap between the top two probabilities below which an answer is called unsure,
     chosen on validation: the `share` of answers with the smallest gaps. Also reports how many
     of the validation errors those answers hold, so the card says what the flag is worth."""
-    top_two = np.sort(probabilities, axis=1)[:, -2:]
-    gaps = top_two[:, 1] - top_two[:, 0]
+    from digit_recognizer.predict import top_two_gap
+
+    gaps = top_two_gap(probabilities)
     margin = float(np.quantile(gaps, share))
     wrong = probabilities.argmax(axis=1) != labels
     flagged = gaps < margin
@@ -238,6 +239,3 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None) -> Metrics:
     )  # fmt: skip
     write_report(run_dir, metrics, probabilities, data)
     return metrics
-
-
-# --- Images that are not MNIST --------------------------------------------------------

@@ -65,6 +65,13 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return scaled
 
 
+def top_two_gap(probabilities: np.ndarray) -> np.ndarray:
+    """Most probable minus runner-up, per row of (..., 10) probabilities: how clearly the
+    answer won. The "unsure" margin is chosen on it (evaluate) and applied to it (here)."""
+    second, first = np.moveaxis(np.sort(probabilities, axis=-1)[..., -2:], -1, 0)
+    return first - second
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """None or 'default': the shipped model; else an .onnx file or a run folder holding one."""
     if model in (None, "default"):
@@ -125,7 +132,6 @@ class Recognizer:
         return apply_temperature(probabilities, self.temperature)
 
     def _prediction(self, view: np.ndarray, probabilities: np.ndarray, box=None) -> Prediction:
-        second, first = np.sort(probabilities)[-2:]
         digit = int(np.argmax(probabilities))
         return Prediction(
             digit=digit,
@@ -133,7 +139,7 @@ class Recognizer:
             probabilities=[float(p) for p in probabilities],
             view=view,
             box=box,
-            unsure=bool(first - second < self.unsure_margin),
+            unsure=bool(top_two_gap(probabilities) < self.unsure_margin),
         )
 
     def read(self, source, preprocessing: bool = True, max_pixels: int = MAX_PIXELS) -> Prediction:

@@ -77,11 +77,7 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     and dropped before answering; past that the connection is cut short."""
     too_large = HTTPProblem(413, f"request body over the {max_bytes:,}-byte limit")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        if int(declared) > DISCARD_BYTES:
-            raise too_large
-        async for _chunk in request.stream():
-            pass
+    if declared and declared.isdigit() and int(declared) > DISCARD_BYTES:
         raise too_large
     body, received = bytearray(), 0
     async for chunk in request.stream():
