@@ -85,6 +85,18 @@ def draw_with_mouse(page, digit: int) -> None:
         page.mouse.up()
 
 
+def draw_number_with_mouse(page, layout) -> None:
+    """Digits drawn side by side: `layout` lists (digit, box) with boxes in pad fractions."""
+    for digit, box in layout:
+        for stroke in DRAWINGS[digit]:
+            points = pad_points(page, stroke, box)
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for point in points[1:]:
+                page.mouse.move(*point, steps=6)
+            page.mouse.up()
+
+
 def draw_with_touch(page, digit: int) -> None:
     cdp = page.context.new_cdp_session(page)
     for stroke in DRAWINGS[digit]:
@@ -117,6 +129,46 @@ def test_draw_digits_with_the_mouse(server, browser):
     # Undo takes the last stroke away: the pad is empty again and the answer resets.
     page.keyboard.press("Control+z")
     expect(page.locator("#digit")).to_have_text("?")
+    page.close()
+
+
+def test_write_a_number_with_touching_digits(server, browser):
+    """Number mode: a wide pad, /api/read, a box and a probability per digit. The 1 and the 0
+    touch (the 0's left edge crosses the 1's stroke)."""
+    import io
+    import json
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from digit_recognizer.bench.server_load import number_canvas_png
+    from digit_recognizer.web.app import decode_data_url
+
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.goto(server)
+    page.check("#mode-number")
+    expect(page.locator("h1")).to_have_text("Write a number")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] > 2.5 * pad["height"]  # the wide canvas
+    layout = [(4, (0.04, 0.1, 0.17, 0.8)), (7, (0.27, 0.1, 0.17, 0.8)),
+              (1, (0.5, 0.1, 0.08, 0.8)), (0, (0.535, 0.1, 0.19, 0.8))]  # fmt: skip
+    with page.expect_request("**/api/read") as request:
+        draw_number_with_mouse(page, layout)
+    expect(page.locator("#digit")).to_have_text("4710", timeout=5000)
+    # `digits bench` times /api/read on number_canvas_png(): the same kind of PNG as this one.
+    sent = decode_data_url(json.loads(request.value.post_data)["image"])
+    for png in (sent, number_canvas_png()):
+        image = Image.open(io.BytesIO(png))
+        assert (image.mode, image.size) == ("RGBA", (840, 280))
+        assert zlib_speed_class(png) == zlib_speed_class(sent)
+    expect(page.locator("#digits li")).to_have_count(4)
+    expect(page.locator("#digits li").first).to_contain_text("4")
+    page.screenshot(path=ARTIFACTS / "browser_number_4710.png")
+    page.keyboard.press("Escape")
+    expect(page.locator("#digits li")).to_have_count(0)
+    page.check("#mode-digit")
+    draw_with_mouse(page, 7)
+    expect(page.locator("#digit")).to_have_text("7", timeout=5000)
     page.close()
 
 

@@ -15,7 +15,7 @@ HANDWRITING = sorted((REPO / "data" / "handwriting").glob("*.png"))
 
 COMMANDS = {
     "predict", "serve", "evaluate-images", "train", "evaluate", "compare", "export", "report",
-    "ensemble", "robustness", "bench",
+    "ensemble", "robustness", "bench", "evaluate-numbers",
 }  # fmt: skip
 
 

@@ -420,3 +420,17 @@ def test_reading_a_digit_imports_neither_scipy_nor_tensorflow(tmp_path, digits):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("paper", "ink"), [(127, 45), (150, 60), (100, 20), (90, 200), (140, 230)])
+def test_mid_grey_paper_keeps_the_ink_the_ink(paper, ink):
+    """A dim photo's paper near mid-grey: the polarity is the end of the grey levels farther
+    from the paper, not which side of 127 the paper falls (paper at 127 and ink at 45 was read
+    as light ink, and the digit vanished into the background)."""
+    from digit_recognizer.preprocess import dark_ink, preprocess
+
+    grey = np.full((60, 60), float(paper), np.float32)
+    grey[10:50, 27:33] = ink  # a 1
+    assert dark_ink(grey) == (ink < paper)
+    view = preprocess(grey)
+    assert view.max() > 200 and view[:, :8].max() == 0  # the stroke is the ink, centred

@@ -105,8 +105,10 @@ def test_inline_and_thread_pool_give_the_same_answer(client, monkeypatch):
         ({"content": b"abc"}, 415, "unsupported"),
     ],
 )  # fmt: skip
-def test_bad_input_gets_a_4xx_json_error(client, kwargs, status, message):
-    response = client.post("/api/predict", **kwargs)
+@pytest.mark.parametrize("route", ["/api/predict", "/api/read"])
+def test_bad_input_gets_a_4xx_json_error(client, route, kwargs, status, message):
+    """Every error status of both reading routes (they share the input forms)."""
+    response = client.post(route, **kwargs)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert client.get("/api/health").status_code == 200  # still serving
@@ -138,14 +140,15 @@ def test_random_bodies_only_documented_statuses(client, body, content_type):
     assert "error" in response.json() or "digit" in response.json()
 
 
+@pytest.mark.parametrize("route", ["/api/predict", "/api/read"])
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 90), st.integers(1, 90), st.integers(0, 2**32 - 1))
-def test_random_images_only_documented_statuses(client, width, height, seed):
+@given(st.integers(1, 300), st.integers(1, 90), st.integers(0, 2**32 - 1))
+def test_random_images_only_documented_statuses(client, route, width, height, seed):
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
     response = client.post(
-        "/api/predict", files={"image": ("r.png", png_bytes(Image.fromarray(pixels)), "image/png")}
+        route, files={"image": ("r.png", png_bytes(Image.fromarray(pixels)), "image/png")}
     )
-    assert response.status_code in (200, 422)
+    assert response.status_code in (200, 422), response.text
 
 
 @settings(max_examples=30, deadline=None)

@@ -9,6 +9,9 @@ scikit-learn and held-out styles of the digit generator. None of them ever train
                                the frame (stroke up to half the digit's width), enlarged to 192 px
   eval-sets/mnist-test/        MNIST's 10,000 test digits as 28x28 PNGs: with preprocessing
                                off they are the raw images, with it on they are re-cropped
+  eval-sets/sklearn-numbers/   400 four-digit numbers built from scikit-learn's digits (real
+                               writers), half separated, half touching (`digits
+                               evaluate-numbers`)
 
 File names hold the label and the source (`7_7crossed_felt-tip_0042.png`), as in
 data/handwriting. Run: .venv/bin/python tools/make_eval_sets.py [--out eval-sets]
@@ -52,6 +55,23 @@ def write_styles(out: Path, hands: tuple[str, ...], count: int, seed: int, scale
     return count
 
 
+def write_sklearn_numbers(out: Path, seed: int) -> int:
+    """Numbers written with scikit-learn's digits, named as data/numbers' files are."""
+    from sklearn.datasets import load_digits
+
+    from digit_recognizer import number_data as nd
+
+    digits = load_digits()
+    big = [np.kron(image * (255 / 16), np.ones((4, 4))) for image in digits.images]
+    pool = nd.DigitPool([nd.crop_ink(image) for image in big], digits.target, "sklearn")
+    for spacing, offset in (("separated", 0), ("touching", 1)):
+        numbers = nd.generate(pool, 200, (4, 4), (spacing,), seed=seed + offset)
+        for index, number in enumerate(numbers):
+            name = f"{number.text}_{spacing}-{number.render}_{index:04d}.png"
+            Image.fromarray(number.image).save(out / name)
+    return 400
+
+
 def write_mnist_test(out: Path) -> int:
     """MNIST's test digits as they are (light on dark, 28x28), one PNG each."""
     from digit_recognizer.data import load_dataset
@@ -74,6 +94,7 @@ def main() -> None:
         "thin": lambda folder: write_styles(folder, ("thin_fill",), 480, args.seed, scale=2),
         "thick": lambda folder: write_styles(folder, ("bold_fill",), 480, args.seed, scale=2),
         "mnist-test": write_mnist_test,
+        "sklearn-numbers": lambda folder: write_sklearn_numbers(folder, args.seed),
     }
     for name, write in sets.items():
         folder = args.out / name

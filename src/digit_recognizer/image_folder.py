@@ -94,3 +94,76 @@ def confusion_picture(report: dict, path: Path) -> Path:
     names = tuple(str(d) for d in range(10))
     title = f"{Path(report['folder']).name}: {report['accuracy']:.2%} of {report['images']}"
     return plots.confusion_matrix(matrix, names, path, columns=(*names, "none"), title=title)
+
+
+# --- Numbers ---------------------------------------------------------------------------
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: digits inserted, dropped or changed to turn a into b."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def labelled_numbers(folder: Path) -> list[tuple[Path, str, str]]:
+    """(path, number, subset) of every image named like `0721_touching-photo_0042.jpg`."""
+    from digit_recognizer.images import IMAGE_SUFFIXES
+
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        text, _, rest = path.stem.partition("_")
+        if path.suffix.lower() in IMAGE_SUFFIXES and text.isdigit():
+            found.append((path, text, rest.split("_")[0].split("-")[0] or "all"))
+    if not found:
+        raise DigitsError(f"{folder}: no labelled numbers (name them like 2025_anything.png)")
+    return found
+
+
+NUMBER_READERS = ("number", "sequence", "row")
+
+
+def evaluate_numbers(folder: Path, model: str | Path | None = None, reader: str = "number"):
+    """Whole-number and per-digit accuracy of a reader on a folder of labelled numbers, per
+    subset (the name's second field up to its first dash), with the time each image took.
+    Readers: "number" (Recognizer.read_number), "sequence" (its sequence model alone), "row"
+    (read_row: one connected blob per digit)."""
+    import time
+
+    from digit_recognizer.predict import Recognizer
+
+    recognizer = Recognizer(model)
+    subsets: dict[str, dict] = {}
+    seconds, mistakes = [], []
+    for path, truth, subset in labelled_numbers(folder):
+        start = time.perf_counter()
+        try:
+            if reader == "row":
+                read = "".join(str(p.digit) for p in recognizer.read_row(path))
+            else:
+                read = recognizer.read_number(path, digit_model=reader == "number").number
+        except DigitsError:
+            read = ""
+        seconds.append(time.perf_counter() - start)
+        tally = subsets.setdefault(subset, {"numbers": 0, "right": 0, "digits": 0, "errors": 0})
+        tally["numbers"] += 1
+        tally["right"] += read == truth
+        tally["digits"] += len(truth)
+        tally["errors"] += min(edit_distance(read, truth), len(truth))
+        if read != truth:
+            mistakes.append({"file": str(path), "number": truth, "read": read})
+    for tally in subsets.values():
+        tally["accuracy"] = tally["right"] / tally["numbers"]
+        tally["digit_accuracy"] = 1 - tally["errors"] / tally["digits"]
+    return {
+        "model": str(recognizer.model_path),
+        "reader": reader,
+        "folder": str(folder),
+        "subsets": dict(sorted(subsets.items())),
+        "median_ms": 1000 * float(np.median(seconds)),
+        "mistakes": mistakes,
+    }

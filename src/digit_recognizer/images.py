@@ -92,14 +92,18 @@ def to_grey(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32)
 
 
-def load_grey(source: bytes | str | Path | Image.Image, max_pixels: int = MAX_PIXELS):
-    """Read an image (bytes, path or PIL image) as float32 grey, shrunk to WORK_SIZE."""
+def load_grey(
+    source: bytes | str | Path | Image.Image,
+    max_pixels: int = MAX_PIXELS,
+    work_size: int = WORK_SIZE,
+):
+    """Read an image (bytes, path or PIL image) as float32 grey, shrunk to `work_size`."""
     image = source if isinstance(source, Image.Image) else open_image(source, max_pixels)
     if image.width == 0 or image.height == 0:
         raise ImageError("image has no pixels")
-    if max(image.size) > WORK_SIZE:
+    if max(image.size) > work_size:
         image = image.copy()
-        image.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
+        image.thumbnail((work_size, work_size), Image.Resampling.BOX)
     return to_grey(image)
 
 

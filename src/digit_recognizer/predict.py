@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer import segment
-from digit_recognizer.errors import DigitsError
-from digit_recognizer.images import MAX_PIXELS
+from digit_recognizer.errors import DigitsError, NoDigitError
+from digit_recognizer.images import MAX_PIXELS, WORK_SIZE, load_grey, open_image
+from digit_recognizer.number_reader import NumberReader, NumberReading
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "model.onnx"
@@ -86,6 +88,21 @@ def resolve_model(model: str | Path | None) -> Path:
     return path
 
 
+def open_session(path: Path, threads: int = 1):
+    """An ONNX Runtime session on the CPU, or a one-line DigitsError for a bad file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One image is ~5 MFLOP: thread hand-offs cost more than they save, and a server
+    # answers concurrent requests from separate threads anyway.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise DigitsError(f"{path}: not a loadable ONNX model ({e})") from None
+
+
 def card_path(onnx_path: Path) -> Path:
     """model.onnx -> model_card.json beside it."""
     return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")
@@ -99,21 +116,13 @@ def load_card(onnx_path: Path) -> dict:
 class Recognizer:
     """An ONNX Runtime session over one model, plus the shared preprocessing."""
 
-    def __init__(self, model: str | Path | None = None, threads: int = 1):
-        import onnxruntime as ort
-
+    def __init__(
+        self, model: str | Path | None = None, threads: int = 1, number_model: Path | None = None
+    ):
         self.model_path = resolve_model(model)
-        options = ort.SessionOptions()
-        # One image is ~5 MFLOP: thread hand-offs cost more than they save, and a server
-        # answers concurrent requests from separate threads anyway.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise DigitsError(f"{self.model_path}: not a loadable ONNX model ({e})") from None
+        self.number_model = number_model  # None: the shipped number model
+        self._number_reader: NumberReader | None = None
+        self.session = open_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.card = load_card(self.model_path)
         # Fitted on the validation split by `digits evaluate` and carried by the model card;
@@ -149,9 +158,37 @@ class Recognizer:
         return self._prediction(view, self.probabilities(view[np.newaxis])[0])
 
     def read_row(self, source) -> list[Prediction]:
-        """Read a row of digits (e.g. a photographed '2025'), left to right."""
+        """Read a row of well-separated digits, left to right, one connected blob each (the
+        reader before `read_number`; kept for comparison)."""
         digits = segment.split_digits(source)
         probabilities = self.probabilities(np.stack([d.image for d in digits]))
         return [
             self._prediction(d.image, p, d.box) for d, p in zip(digits, probabilities, strict=True)
         ]
+
+    @property
+    def number_reader(self) -> NumberReader:
+        """The number model's session, opened on first use (reading digits never needs it)."""
+        if self._number_reader is None:
+            self._number_reader = NumberReader(self.number_model)
+        return self._number_reader
+
+    def read_number(
+        self, source, max_pixels: int = MAX_PIXELS, digit_model: bool = True
+    ) -> NumberReading:
+        """Read a whole number (a year, a meter reading), its digits touching or not, from an
+        image (bytes, path, PIL image or grey array). `digit_model=False` leaves the digit
+        model out (the sequence model alone, for comparison)."""
+        if isinstance(source, np.ndarray):
+            grey = np.asarray(source, np.float32)
+            size = grey.shape[::-1]
+        else:
+            image = source if isinstance(source, Image.Image) else open_image(source, max_pixels)
+            size = image.size
+            # A number is wide: its digits get fewer pixels than a lone digit's at 512 px.
+            grey = load_grey(image, max_pixels, work_size=2 * WORK_SIZE)
+        if grey.ndim != 2 or min(grey.shape) < 2:
+            raise NoDigitError(f"no number found (the image is {grey.shape} px)")
+        helper = self.probabilities if digit_model else None
+        reading = self.number_reader.read(grey, digit_model=helper)
+        return reading.scaled(size[0] / grey.shape[1], size[1] / grey.shape[0])

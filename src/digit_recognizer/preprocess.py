@@ -23,7 +23,7 @@ from PIL import Image
 
 from digit_recognizer import morphology
 from digit_recognizer.errors import ImageError, NoDigitError
-from digit_recognizer.greystats import high_percentile, median, otsu_threshold
+from digit_recognizer.greystats import grey_histogram, high_percentile, median, otsu_threshold
 from digit_recognizer.images import MAX_PIXELS, load_grey
 
 BOX = 20  # MNIST: longer side of the digit, in px
@@ -84,10 +84,22 @@ def _background(light_on_dark: np.ndarray) -> np.ndarray | np.float32:
     return np.asarray(scaled_up, np.float32)
 
 
+def dark_ink(grey: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper. The paper dominates the border: a light one
+    means dark ink, a dark one light ink. A mid-grey border (a dim photo, grey paper) is
+    compared with the image's darkest and lightest 1 %: the ink is the end farther from it
+    (a dim photo's paper at 127 read as dark paper turned its ink into background)."""
+    paper = float(median(_border(grey)))
+    if not 64 <= paper < 192:
+        return paper > 127
+    cumulative = np.cumsum(grey_histogram(grey))
+    darkest, lightest = np.searchsorted(cumulative, [0.01 * grey.size, 0.99 * grey.size])
+    return paper - darkest > lightest - paper
+
+
 def ink_map(grey: np.ndarray) -> np.ndarray:
     """Light ink on a black background (MNIST polarity), paper removed, ink scaled to 255."""
-    # The paper dominates the border: if it is lighter than mid-grey, the ink is dark.
-    light = 255.0 - grey if median(_border(grey)) > 127 else grey
+    light = 255.0 - grey if dark_ink(grey) else grey
     ink = light - _background(light)
     np.maximum(ink, 0, out=ink)
     peak = high_percentile(ink, 99.5)

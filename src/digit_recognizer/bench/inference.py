@@ -54,3 +54,27 @@ def cold_predict(image: Path, repeats: int) -> dict:
         if result.returncode != 0:
             raise DigitsError(f"digits predict failed: {result.stderr.strip()}")
     return {"median_s": float(np.median(times)), "min_s": float(min(times)), "runs": repeats}
+
+
+def reading(calls: int) -> dict:
+    """Server-side time of the page's two requests, decoding included, in this process:
+    a digit drawn on the 280 px canvas (/api/predict) and a 4-digit number on the 840 px
+    canvas (/api/read)."""
+    from digit_recognizer.bench.server_load import canvas_png, number_canvas_png
+    from digit_recognizer.predict import Recognizer
+
+    recognizer = Recognizer()
+    digit, number = canvas_png(), number_canvas_png()
+    results = {}
+    for name, read in (("digit_canvas", lambda: recognizer.read(digit)),
+                       ("number_canvas", lambda: recognizer.read_number(number))):  # fmt: skip
+        for _ in range(10):  # warm-up
+            answer = read()
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - start)
+        results[name] = {**percentiles(times), "calls": calls}
+    results["number_canvas"]["read"] = answer.number
+    return results

@@ -61,6 +61,19 @@ def markdown(results: dict) -> str:
         f"ONNX Runtime is {inf['onnx_speedup_p50']:.0f}x faster than Keras `model(x)` per image "
         f"(p50, {inf['keras']['calls']} calls each). Keras side: `{inf['keras_model']}`.",
         "",
+        "## Reading the page's drawings (server side, decoding included)",
+        "",
+        "| request | canvas | p50 | p99 |",
+        "|---|---|---:|---:|",
+        *[
+            f"| {request} | {canvas} | {results['reading'][key]['p50_ms']:.2f} ms | "
+            f"{results['reading'][key]['p99_ms']:.2f} ms |"
+            for key, request, canvas in (
+                ("digit_canvas", "`/api/predict`", "280x280, a 7"),
+                ("number_canvas", "`/api/read`", "840x280, 4710 (1 and 0 touching)"),
+            )
+        ],
+        "",
         "## Cold start and server",
         "",
         f"- `digits predict one.png` in a fresh process: {cold['median_s']:.2f} s "

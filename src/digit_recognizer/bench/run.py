@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digit_recognizer.artifacts import write_json, write_text
-from digit_recognizer.bench.inference import cold_predict, inference
+from digit_recognizer.bench.inference import cold_predict, inference, reading
 from digit_recognizer.bench.machine import machine
 from digit_recognizer.bench.report import markdown
 from digit_recognizer.bench.server_load import canvas_png, server
@@ -75,6 +75,8 @@ def run_benchmarks(cfg: BenchConfig, progress=lambda message: None) -> dict:
         # A file of this run's temporary folder is named, not its path (gone after the run).
         inside_work = keras_model.is_relative_to(work)
         results["inference"]["keras_model"] = keras_model.name if inside_work else str(keras_model)
+        progress("reading the page's canvases")
+        results["reading"] = reading(100 if quick else 500)
         progress("cold start")
         image = work / "one.png"
         image.write_bytes(canvas_png())
@@ -121,6 +123,8 @@ def summary(results: dict) -> dict:
         "onnxruntime_p99_ms": inf["onnxruntime"]["p99_ms"],
         "keras_p50_ms": inf["keras"]["p50_ms"],
         "cold_predict_s": results["cold_start"]["predict"]["median_s"],
+        "digit_canvas_p50_ms": results["reading"]["digit_canvas"]["p50_ms"],
+        "number_canvas_p50_ms": results["reading"]["number_canvas"]["p50_ms"],
         "serve_ready_s": results["cold_start"]["serve_ready_s"],
         "server": {
             str(level["concurrency"]): {

@@ -142,6 +142,26 @@ def canvas_png() -> bytes:
     return buffer.getvalue()
 
 
+def number_canvas_png() -> bytes:
+    """An 840x280 PNG of "4710" drawn as on the page in number mode (the 1 touching the 0),
+    RGBA at zlib level 1 as Chromium sends it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (840, 280), "white")
+    draw = ImageDraw.Draw(image)
+    strokes = [
+        [(152, 250), (152, 34), (62, 180), (196, 180)],  # 4
+        [(250, 40), (370, 40), (300, 250)],  # 7
+        [(454, 30), (454, 250)],  # 1
+    ]
+    for stroke in strokes:
+        draw.line(stroke, fill="black", width=18, joint="curve")
+    draw.ellipse([(470, 30), (610, 252)], outline="black", width=18)  # 0, touching the 1
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def page_request_body() -> bytes:
     """The JSON body the page posts: {"image": "data:image/png;base64,..."}."""
     data_url = "data:image/png;base64," + base64.b64encode(canvas_png()).decode("ascii")

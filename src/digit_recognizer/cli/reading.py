@@ -37,17 +37,21 @@ def _expand_inputs(paths: list[str]) -> list[Path]:
     return found
 
 
-def _save_view(view, folder: Path, source: Path, index: int | None = None) -> Path:
-    """The 28x28 view the model saw, scaled 8x (nearest) so a person can look at it."""
+def _save_view(view, folder: Path, source: Path, index: int | str | None = None) -> Path:
+    """The view the model saw (28x28, or a number's 32x192 line), scaled 8x (nearest) so a
+    person can look at it."""
     import numpy as np
     from PIL import Image
 
     from digit_recognizer.artifacts import write_atomic
 
     suffix = "" if index is None else f"_{index}"
-    image = Image.fromarray(np.clip(view, 0, 255).astype("uint8")).resize((224, 224), 0)
+    height, width = view.shape
+    image = Image.fromarray(np.clip(view, 0, 255).astype("uint8")).resize(
+        (8 * width, 8 * height), 0
+    )
     return write_atomic(
-        folder / f"{source.stem}{suffix}_28x28.png", lambda tmp: image.save(tmp, "PNG")
+        folder / f"{source.stem}{suffix}_{height}x{width}.png", lambda tmp: image.save(tmp, "PNG")
     )
 
 
@@ -61,6 +65,18 @@ def _format_prediction(path: Path, prediction, top_k: int) -> str:
     return line
 
 
+def _print_number(path: Path, reading, json_lines: bool, show: Path | None) -> None:
+    """One line per image: `path  number  confidence`, or /api/read's object plus path."""
+    import json
+
+    if show:  # the line the number model read, enlarged
+        _save_view(reading.view, show, path, "line")
+    if json_lines:
+        print(json.dumps({"path": str(path), **reading.as_dict()}))
+    else:
+        print(f"{path}\t{reading.number}\t{reading.confidence:.4f}")
+
+
 @app.command()
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
@@ -70,12 +86,18 @@ def predict(
     show: Annotated[
         Path | None, typer.Option(help="Write the 28x28 view the model saw into this folder.")
     ] = None,
-    multi: Annotated[bool, typer.Option(help="Read a row of digits, left to right.")] = False,
+    number: Annotated[
+        bool,
+        typer.Option(
+            "--number", "--multi", help="Read a whole number (digits may touch), left to right."
+        ),
+    ] = False,
     preprocess: Annotated[
         bool, typer.Option(help="MNIST-style preprocessing (--no-preprocess to compare).")
     ] = True,
 ) -> None:
-    """Read handwritten digits from images: prints `path  digit  confidence` per image."""
+    """Read handwritten digits from images: prints `path  digit  confidence` per image
+    (`path  number  confidence` with --number)."""
     import json
 
     from digit_recognizer.predict import Recognizer
@@ -84,31 +106,23 @@ def predict(
     failures = 0
     for path in _expand_inputs(paths):
         try:
-            if multi:
-                predictions = recognizer.read_row(path)
+            if number:
+                reading = recognizer.read_number(path)
             else:
-                predictions = [recognizer.read(path, preprocessing=preprocess)]
+                prediction = recognizer.read(path, preprocessing=preprocess)
         except (DigitsError, OSError) as e:
             print(f"{path}: error: {' '.join(str(e).split())}", file=sys.stderr)
             failures += 1
             continue
+        if number:
+            _print_number(path, reading, json_lines, show)
+            continue
         if show:
-            for k, prediction in enumerate(predictions):
-                _save_view(prediction.view, show, path, k if multi else None)
+            _save_view(prediction.view, show, path)
         if json_lines:
-            record = {"path": str(path), **predictions[0].as_dict()}
-            if multi:
-                record = {
-                    "path": str(path),
-                    "digits": "".join(str(p.digit) for p in predictions),
-                    "items": [p.as_dict() for p in predictions],
-                }
-            print(json.dumps(record))
-        elif multi:
-            confidence = min(p.confidence for p in predictions)
-            print(f"{path}\t{''.join(str(p.digit) for p in predictions)}\t{confidence:.4f}")
+            print(json.dumps({"path": str(path), **prediction.as_dict()}))
         else:
-            print(_format_prediction(path, predictions[0], top_k))
+            print(_format_prediction(path, prediction, top_k))
     if failures:
         raise typer.Exit(1)
 
@@ -166,3 +180,46 @@ def evaluate_images(
     write_json(out, {"with_preprocessing": with_pre, "without_preprocessing": without})
     picture = confusion_picture(with_pre, out.with_suffix(".png"))
     console().print(f"Report: [bold]{out}[/], confusion matrix: [bold]{picture}[/]")
+
+
+@app.command("evaluate-numbers")
+def evaluate_numbers(
+    folder: Annotated[
+        Path, typer.Argument(help="Labelled numbers (2025_subset-anything.png), e.g. data/numbers.")
+    ] = Path("data/numbers"),
+    model: ModelOption = None,
+    reader: Annotated[
+        str,
+        typer.Option(
+            help="number (the shipped reader), sequence (its sequence model alone) or row "
+            "(one connected blob per digit, as --multi read before)."
+        ),
+    ] = "number",
+    out: Annotated[Path | None, typer.Option(help="Report as JSON (default: runs/).")] = None,
+) -> None:
+    """Whole-number and per-digit accuracy of the number reader on a folder of labelled
+    numbers, per subset (separated, touching, ...)."""
+    from digit_recognizer.artifacts import write_json
+    from digit_recognizer.image_folder import NUMBER_READERS
+    from digit_recognizer.image_folder import evaluate_numbers as score
+
+    if not folder.is_dir():
+        raise DigitsError(f"{folder} is not a folder")
+    if reader not in NUMBER_READERS:
+        raise DigitsError(f"--reader must be one of {', '.join(NUMBER_READERS)}, got {reader!r}")
+    report = score(folder, model, reader)
+    table = new_table(
+        f"{folder}: reader {reader}, median {report['median_ms']:.1f} ms per image",
+        ("subset", "numbers", "whole numbers right", "digits right"),
+    )
+    for name, tally in report["subsets"].items():
+        table.add_row(
+            name,
+            str(tally["numbers"]),
+            f"{tally['accuracy']:.2%}",
+            f"{tally['digit_accuracy']:.2%}",
+        )
+    console().print(table)
+    out = out or Path("runs") / "evaluate-numbers" / f"{folder.resolve().name}-{reader}.json"
+    write_json(out, report)
+    console().print(f"Report: [bold]{out}[/]")

@@ -1,6 +1,7 @@
 """The web app: a draw-a-digit page and a JSON API over the ONNX recognizer.
 
-Routes: `/` (the page), `POST /api/predict`, `GET /api/health`, `GET /api/model`, `/docs`.
+Routes: `/` (the page), `POST /api/predict` (a digit), `POST /api/read` (a number),
+`GET /api/health`, `GET /api/model`, `/docs`.
 uvicorn runs it from web/server.py.
 Bad input never gives a 500: every error is a 4xx with {"error": "..."}.
 An upload's path: this module (request, answer) -> predict.Recognizer.read (the model) ->
@@ -152,6 +153,7 @@ def create_app(
 ) -> FastAPI:
     """The app, with one ONNX Runtime session shared by all requests."""
     recognizer = Recognizer(model)
+    recognizer.number_reader  # opened now, not by the first request  # noqa: B018
     app = FastAPI(title="digit-recognizer", version=__version__)
 
     @app.exception_handler(HTTPProblem)
@@ -166,29 +168,42 @@ def create_app(
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    def predict_bytes(data: bytes) -> dict:
+    def answer(data: bytes, read) -> dict:
+        """`read(data)`'s answer as a dict with the time it took; reading errors as 4xx."""
         start = time.perf_counter()
         try:
-            prediction = recognizer.read(data, max_pixels=max_pixels)
+            result = read(data)
         except ImageTooLargeError as e:
             raise HTTPProblem(413, str(e)) from None
         except ImageError as e:
             raise HTTPProblem(400, str(e)) from None
         except NoDigitError as e:
             raise HTTPProblem(422, str(e)) from None
-        return {
-            **prediction.as_dict(),
-            "latency_ms": round(1000 * (time.perf_counter() - start), 3),
-            "view_png": view_png(prediction.view),
-        }
+        return {**result, "latency_ms": round(1000 * (time.perf_counter() - start), 3)}
+
+    def read_digit(data: bytes) -> dict:
+        prediction = recognizer.read(data, max_pixels=max_pixels)
+        return {**prediction.as_dict(), "view_png": view_png(prediction.view)}
+
+    def read_number(data: bytes) -> dict:
+        return recognizer.read_number(data, max_pixels=max_pixels).as_dict()
+
+    async def respond(request: Request, read) -> JSONResponse:
+        data = await image_bytes(request, max_bytes)
+        if len(data) <= INLINE_BYTES:
+            return JSONResponse(answer(data, read))
+        return JSONResponse(await run_in_threadpool(answer, data, read))
 
     @app.post("/api/predict", openapi_extra=PREDICT_BODY)
     async def api_predict(request: Request) -> JSONResponse:
         """Read the digit in an image: multipart (field "image"), JSON data URL, or raw image."""
-        data = await image_bytes(request, max_bytes)
-        if len(data) <= INLINE_BYTES:
-            return JSONResponse(predict_bytes(data))
-        return JSONResponse(await run_in_threadpool(predict_bytes, data))
+        return await respond(request, read_digit)
+
+    @app.post("/api/read", openapi_extra=PREDICT_BODY)
+    async def api_read(request: Request) -> JSONResponse:
+        """Read a whole number (digits may touch): {number, confidence, digits: [{digit,
+        confidence, box}]}; the same inputs and errors as /api/predict."""
+        return await respond(request, read_number)
 
     @app.get("/api/health")
     def health() -> dict:

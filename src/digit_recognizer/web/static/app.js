@@ -1,5 +1,6 @@
 // Draw-a-digit page: Pointer Events drawing (mouse, touch, pen), undo/clear, debounced live
-// prediction, probability bars, the 28x28 view the model saw, and photo upload.
+// prediction, probability bars, the 28x28 view the model saw, and photo upload. In number
+// mode the canvas is wide, /api/read answers, and each digit's box and probability are shown.
 "use strict";
 
 const canvas = document.getElementById("pad");
@@ -10,6 +11,9 @@ let current = null;
 let timer = null;
 let requestId = 0;
 let note = "";  // said after the answer: how an uploaded photo was shrunk
+let mode = "digit";  // or "number"
+const overlay = $("overlay").getContext("2d");
+const SIZES = { digit: [280, 280], number: [840, 280] };  // canvas px per mode
 
 // A brush about as thick, relative to the digit, as MNIST's pen: round ends, soft edge.
 const BRUSH = { width: 18, blur: 2 };
@@ -105,10 +109,12 @@ function schedulePrediction(delay) {
 async function send(body, headers) {
   const id = ++requestId;
   try {
-    const response = await fetch("/api/predict", { method: "POST", body, headers });
+    const endpoint = mode === "number" ? "/api/read" : "/api/predict";
+    const response = await fetch(endpoint, { method: "POST", body, headers });
     const result = await response.json();
     if (id !== requestId) return;  // a newer drawing is on its way
-    response.ok ? show(result) : showError(result.error || response.statusText);
+    if (!response.ok) showError(result.error || response.statusText);
+    else mode === "number" ? showNumber(result) : show(result);
   } catch (error) {
     if (id === requestId) showError(String(error));
   }
@@ -144,7 +150,36 @@ function show(result) {
   setBars(result.probabilities);
 }
 
+function clearBoxes() {
+  overlay.clearRect(0, 0, overlay.canvas.width, overlay.canvas.height);
+  $("digits").replaceChildren();
+}
+
+// Each digit's box over the drawing and, under it, the digit with its probability. Boxes
+// come in the posted image's pixels: the canvas's own for a drawing.
+function showNumber(result) {
+  $("digit").textContent = result.number;
+  $("digit").classList.remove("unsure");
+  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
+  $("status").textContent = `answered in ${result.latency_ms.toFixed(1)} ms${note}`;
+  $("status").classList.remove("error");
+  clearBoxes();
+  overlay.strokeStyle = "#2a6";
+  overlay.fillStyle = "#2a6";
+  overlay.lineWidth = 2;
+  overlay.font = "bold 16px system-ui, sans-serif";
+  for (const item of result.digits) {
+    const [left, top, right, bottom] = item.box;
+    overlay.strokeRect(left, top, right - left, bottom - top);
+    overlay.fillText(`${item.digit} ${(100 * item.confidence).toFixed(0)}%`, left, Math.max(14, top - 4));
+    const entry = document.createElement("li");
+    entry.innerHTML = `<b>${item.digit}</b>${(100 * item.confidence).toFixed(1)}%`;
+    $("digits").appendChild(entry);
+  }
+}
+
 function showError(message) {
+  clearBoxes();
   $("digit").textContent = "?";
   $("digit").classList.remove("unsure");
   $("confidence").textContent = "";
@@ -156,6 +191,7 @@ function showError(message) {
 
 function showEmpty() {
   clearTimeout(timer);
+  clearBoxes();
   requestId++;
   $("digit").textContent = "?";
   $("digit").classList.remove("unsure");
@@ -211,6 +247,20 @@ fetch("/api/model").then((r) => r.json()).then((card) => {
   const accuracy = card.test_accuracy ? `, MNIST test accuracy ${(100 * card.test_accuracy).toFixed(2)}%` : "";
   $("model").textContent = `model: ${card.model_file || "?"}${accuracy}`;
 }).catch(() => {});
+
+function setMode(next) {
+  mode = next;
+  document.body.classList.toggle("number-mode", mode === "number");
+  const [width, height] = SIZES[mode];
+  for (const c of [canvas, overlay.canvas]) [c.width, c.height] = [width, height];
+  $("digit").textContent = "?";
+  document.querySelector("h1").textContent = mode === "number" ? "Write a number" : "Draw a digit";
+  $("hint-what").textContent = mode === "number" ? "a number, left to right," : "0–9";
+  clearAll();
+}
+for (const input of document.querySelectorAll('input[name="mode"]')) {
+  input.addEventListener("change", () => setMode(input.value));
+}
 
 buildBars();
 resetCanvas();

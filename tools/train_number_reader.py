@@ -1,0 +1,180 @@
+"""Train the number reader's network (convolutions over the line, CTC loss) and ship it:
+src/digit_recognizer/assets/number_model.onnx and number_model_card.json.
+
+Training data, new every epoch: numbers of 1-10 digits generated (number_data) from MNIST's
+first 50,000 training digits and from the digit generator's training hands, separated or
+touching, rendered as canvases and photos. The epoch kept is the one that reads most of 1,000
+four-digit numbers built from the last 10,000 training digits (half touching). MNIST's test
+digits and the held-out hands, which make the committed test set, never take part.
+
+  .venv/bin/python tools/train_number_reader.py --minutes 50 [--resume runs/numbers/model.keras]
+
+The time budget, not an epoch count, ends training (a cosine learning-rate schedule over it),
+so the same command fits a laptop's afternoon or a short CI-sized smoke run (--minutes 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from digit_recognizer import number_data as nd
+from digit_recognizer import synth
+from digit_recognizer.artifacts import library_versions, sha256_file, write_json
+from digit_recognizer.errors import NoDigitError
+from digit_recognizer.number_reader import (
+    DEFAULT_NUMBER_MODEL,
+    FRAMES,
+    HEIGHT,
+    WIDTH,
+    greedy_decode,
+    line_view,
+)
+
+PER_EPOCH = (6000, 2000)  # numbers from MNIST digits, from generated handwriting
+MAX_DIGITS = 10
+
+
+def build_model():
+    """Four convolution blocks (the line 32 -> 1 px tall, 192 -> 48 frames wide), two 1-D
+    convolutions across frames (each frame sees its neighbours' digits), 11 logits a frame."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((HEIGHT, WIDTH, 1))
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters, pool in ((24, (2, 2)), (48, (2, 2)), (64, (2, 1)), (96, (4, 1))):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(pool)(x)
+    x = layers.Reshape((FRAMES, 96))(x)
+    for _ in range(2):
+        x = layers.Conv1D(96, 5, padding="same", activation="relu")(x)
+    outputs = layers.Dense(11)(x)  # logits; class 0 is CTC's blank, digit d is d + 1
+    return keras.Model(inputs, outputs, name="number_reader")
+
+
+def lines(numbers: list[nd.GeneratedNumber]) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs (N, HEIGHT, WIDTH, 1) and CTC targets (N, MAX_DIGITS), 0-padded."""
+    views, targets = [], []
+    for number in numbers:
+        try:
+            views.append(line_view(number.image).view)
+        except NoDigitError:  # a render too faint to find (rare)
+            continue
+        target = np.zeros(MAX_DIGITS, np.int32)
+        target[: len(number.text)] = [int(c) + 1 for c in number.text]
+        targets.append(target)
+    return np.stack(views)[..., None], np.stack(targets)
+
+
+def _epoch_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's fresh numbers (run in a worker process while the previous epoch fits)."""
+    from digit_recognizer.data import load_dataset
+
+    data = load_dataset("mnist")
+    mnist = nd.pool_from_mnist(data.x_train[:50000], data.y_train[:50000])
+    written = nd.pool_from_synth(synth.TRAIN_HANDS, 3000, seed)
+    x1, y1 = lines(nd.generate(mnist, PER_EPOCH[0], (1, MAX_DIGITS), seed=seed))
+    x2, y2 = lines(nd.generate(written, PER_EPOCH[1], (1, MAX_DIGITS), seed=seed + 1))
+    return np.concatenate([x1, x2]), np.concatenate([y1, y2])
+
+
+def read_all(model, x: np.ndarray) -> list[str]:
+    logits = np.asarray(model.predict(x, batch_size=256, verbose=0))
+    return ["".join(str(d) for d, _, _ in greedy_decode(row)) for row in logits]
+
+
+def export(model_path: Path, out: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(model_path, compile=False)
+    model(np.zeros((1, HEIGHT, WIDTH, 1), np.float32))  # export needs a traced call
+    model.export(str(out), format="onnx", verbose=False)
+
+
+def main() -> None:
+    import keras
+
+    from digit_recognizer.data import load_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=50)
+    parser.add_argument("--out", type=Path, default=Path("runs/numbers"))
+    parser.add_argument("--resume", type=Path, default=None, help="a model.keras to go on from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--ship", action="store_true", help="write the ONNX model into assets/")
+    args = parser.parse_args()
+    keras.utils.set_random_seed(args.seed)
+    data = load_dataset("mnist")
+    validation = nd.pool_from_mnist(data.x_train[50000:], data.y_train[50000:], "mnist-val")
+    x_val, y_val = lines(nd.generate(validation, 1000, (4, 4), seed=args.seed + 1))
+    truth = ["".join(str(c - 1) for c in row if c) for row in y_val]
+    model = build_model() if args.resume is None else keras.models.load_model(args.resume)
+    model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
+    args.out.mkdir(parents=True, exist_ok=True)
+    best, history, epoch = -1.0, [], 0
+    start = time.time()
+    with multiprocessing.get_context("spawn").Pool(1) as workers:
+        upcoming = workers.apply_async(_epoch_data, (args.seed + 1000,))
+        while (elapsed := time.time() - start) < 60 * args.minutes:
+            x, y = upcoming.get()
+            epoch += 1
+            upcoming = workers.apply_async(_epoch_data, (args.seed + 1000 * (epoch + 1),))
+            rate = (
+                args.learning_rate * 0.5 * (1 + math.cos(math.pi * elapsed / (60 * args.minutes)))
+            )
+            model.optimizer.learning_rate.assign(max(rate, 0.02 * args.learning_rate))
+            loss = model.fit(x, y, batch_size=64, epochs=1, shuffle=True, verbose=0).history["loss"]
+            read = read_all(model, x_val)
+            accuracy = float(np.mean([r == t for r, t in zip(read, truth, strict=True)]))
+            minutes = (time.time() - start) / 60
+            history.append({"epoch": epoch, "loss": loss[-1], "validation": accuracy,
+                            "learning_rate": rate, "minutes": minutes})  # fmt: skip
+            print(
+                f"epoch {epoch}: loss {loss[-1]:.3f}, validation numbers {accuracy:.2%}", flush=True
+            )
+            if accuracy > best:
+                best = accuracy
+                model.save(args.out / "model.keras")
+    onnx = args.out / "model.onnx"
+    export(args.out / "model.keras", onnx)
+    card = {
+        "model": "number_reader (convolutions over the line, CTC loss, greedy decoding)",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": f"{HEIGHT}x{WIDTH} line, light ink on black (number_reader.line_view)",
+        "training_data": {
+            "mnist": "train[:50000] digits, numbers of 1-10 digits, new every epoch",
+            "generated_handwriting": f"training hands {list(synth.TRAIN_HANDS)}",
+            "per_epoch": {"mnist": PER_EPOCH[0], "generated": PER_EPOCH[1]},
+            "mnist_checksums": data.checksums,
+            "number_generator": "number_data (separated and touching, canvas and photo)",
+        },
+        "validation": "1,000 four-digit numbers from MNIST train[50000:] (chooses the epoch)",
+        "held_out": "data/numbers: MNIST test digits and held-out hands only",
+        "validation_accuracy": best,
+        "epochs": epoch,
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "resumed_from": str(args.resume) if args.resume else None,
+        "history": history,
+        "versions": library_versions(),
+    }
+    card["onnx_sha256"] = sha256_file(onnx)
+    write_json(args.out / "card.json", card)
+    if args.ship:
+        DEFAULT_NUMBER_MODEL.write_bytes(onnx.read_bytes())
+        write_json(DEFAULT_NUMBER_MODEL.with_name("number_model_card.json"), card)
+    print(f"best validation {best:.2%} after {epoch} epochs; model in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
