@@ -23,7 +23,7 @@ from digit_recognizer import synth
 from digit_recognizer.artifacts import library_versions, write_json
 from digit_recognizer.data import load_dataset
 from digit_recognizer.errors import NoDigitError
-from digit_recognizer.image_folder import edit_distance, labelled_numbers
+from digit_recognizer.image_folder import score_numbers
 from digit_recognizer.predict import Recognizer
 from digit_recognizer.preprocess import digit_from_ink
 
@@ -115,29 +115,17 @@ def main() -> None:
 
 def score(folder: Path, recognizer: Recognizer, cfg: nr.ReaderConfig) -> None:
     """Whole-number and per-digit accuracy per subset, as `digits evaluate-numbers` prints."""
-    import time
-
     from digit_recognizer.images import load_grey
 
-    tallies: dict[str, list] = {}
-    seconds = []
-    for path, truth, subset in labelled_numbers(folder):
-        grey = load_grey(path, work_size=1024)
-        start = time.perf_counter()
-        try:
-            read = nr.read_number(grey, recognizer.probabilities, cfg).number
-        except NoDigitError:
-            read = ""
-        seconds.append(time.perf_counter() - start)
-        tally = tallies.setdefault(subset, [0, 0, 0, 0])
-        tally[0] += 1
-        tally[1] += read == truth
-        tally[2] += len(truth)
-        tally[3] += min(edit_distance(read, truth), len(truth))
-    for subset, (numbers, right, digits, errors) in sorted(tallies.items()):
-        print(f"{subset}: {numbers} numbers, {right / numbers:.2%} right, "
-              f"digits {1 - errors / digits:.2%}")  # fmt: skip
-    print(f"median {1000 * np.median(seconds):.1f} ms per number (image decoded beforehand)")
+    report = score_numbers(
+        folder,
+        read=lambda grey: nr.read_number(grey, recognizer.probabilities, cfg).number,
+        load=lambda path: load_grey(path, work_size=1024),
+    )
+    for subset, tally in report["subsets"].items():
+        print(f"{subset}: {tally['numbers']} numbers, {tally['accuracy']:.2%} right, "
+              f"digits {tally['digit_accuracy']:.2%}")  # fmt: skip
+    print(f"median {report['median_ms']:.1f} ms per number (image decoded beforehand)")
 
 
 if __name__ == "__main__":

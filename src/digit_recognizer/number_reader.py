@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from digit_recognizer.errors import NoDigitError
-from digit_recognizer.preprocess import digit_from_ink, halve, ink_map, ink_mask
+from digit_recognizer.preprocess import digit_from_ink, halve, ink_extent, ink_map, ink_mask
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_NUMBER_MODEL = ASSETS / "number_model.onnx"
@@ -106,11 +106,10 @@ def _ink_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
         small, factor = halve(small), 2 * factor
     if factor == 1:
         return None
-    mask = ink_mask(ink_map(small))
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = ink_extent(ink_mask(ink_map(small)))
     pad = 2
-    return (max(rows[0] - pad, 0) * factor, (rows[-1] + 1 + pad) * factor,
-            max(cols[0] - pad, 0) * factor, (cols[-1] + 1 + pad) * factor)  # fmt: skip
+    return (max(top - pad, 0) * factor, (bottom + 1 + pad) * factor,
+            max(left - pad, 0) * factor, (right + 1 + pad) * factor)  # fmt: skip
 
 
 def line_view(grey: np.ndarray) -> Line:
@@ -128,8 +127,8 @@ def line_view(grey: np.ndarray) -> Line:
         grey, factor = halve(grey), 2 * factor
     ink = ink_map(grey)
     mask = ink_mask(ink)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    crop = np.where(mask, ink, 0)[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    first_row, last_row, first_col, last_col = ink_extent(mask)
+    crop = np.where(mask, ink, 0)[first_row : last_row + 1, first_col : last_col + 1]
     inner = HEIGHT - 2 * MARGIN
     scale = min(inner / crop.shape[0], (WIDTH - 2 * MARGIN) / crop.shape[1])
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
@@ -137,7 +136,7 @@ def line_view(grey: np.ndarray) -> Line:
     view = np.zeros((HEIGHT, WIDTH), np.float32)
     row = (HEIGHT - size[1]) // 2
     view[row : row + size[1], MARGIN : MARGIN + size[0]] = np.asarray(small, np.float32)
-    return Line(view, crop, left + cols[0] * factor, top + rows[0] * factor, scale, factor)
+    return Line(view, crop, left + first_col * factor, top + first_row * factor, scale, factor)
 
 
 def greedy_decode(logits: np.ndarray) -> list[tuple[int, int, float]]:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer import segment
-from digit_recognizer.errors import DigitsError, NoDigitError
+from digit_recognizer.errors import DigitsError, ImageError, NoDigitError
 from digit_recognizer.images import MAX_PIXELS, WORK_SIZE, load_grey, open_image
 from digit_recognizer.number_reader import NumberReader, NumberReading
 
@@ -187,7 +187,9 @@ class Recognizer:
             size = image.size
             # A number is wide: its digits get fewer pixels than a lone digit's at 512 px.
             grey = load_grey(image, max_pixels, work_size=2 * WORK_SIZE)
-        if grey.ndim != 2 or min(grey.shape) < 2:
+        if grey.ndim != 2:  # as preprocess refuses it
+            raise ImageError(f"expected a 2-D grey image, got shape {grey.shape}")
+        if min(grey.shape) < 2:
             raise NoDigitError(f"no number found (the image is {grey.shape} px)")
         helper = self.probabilities if digit_model else None
         reading = self.number_reader.read(grey, digit_model=helper)

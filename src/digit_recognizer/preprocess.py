@@ -137,7 +137,7 @@ def ink_mask(ink: np.ndarray) -> np.ndarray:
 # --- From ink to a 28x28 MNIST-like digit ----------------------------------------------
 
 
-def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
+def ink_extent(mask: np.ndarray) -> tuple[int, int, int, int]:
     """First and last row, first and last column holding a set pixel of a non-empty mask
     (what np.nonzero gives, without listing every pixel)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -153,7 +153,7 @@ def stroke_width(mask: np.ndarray) -> float:
 
 def normalise_stroke(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Thin a marker or thicken a hairline so the stroke is MNIST-like once scaled to 20 px."""
-    top, bottom, left, right = _extent(mask)
+    top, bottom, left, right = ink_extent(mask)
     longer_side = max(bottom - top, right - left) + 1
     target = MNIST_STROKE * longer_side / BOX  # the wanted width at this resolution
     width = stroke_width(mask)
@@ -172,7 +172,7 @@ def center_in_frame(ink: np.ndarray) -> np.ndarray:
     visible = ink > 8
     if not visible.any():
         raise NoDigitError("no digit found (ink vanished while normalising)")
-    top, bottom, left, right = _extent(visible)
+    top, bottom, left, right = ink_extent(visible)
     crop = ink[top : bottom + 1, left : right + 1]
     height, width = crop.shape
     scale = BOX / max(height, width)
@@ -194,7 +194,7 @@ def center_in_frame(ink: np.ndarray) -> np.ndarray:
 
 def digit_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Ink and its mask (one digit) -> 28x28 float32, 0-255, light on dark."""
-    top, bottom, left, right = _extent(mask)
+    top, bottom, left, right = ink_extent(mask)
     pad = max(2, (max(bottom - top, right - left) + 1) // 8)  # room for dilation
     top, left = max(top - pad, 0), max(left - pad, 0)
     bottom, right = bottom + pad + 1, right + pad + 1
@@ -247,7 +247,7 @@ def _digit_at_half_size(grey: np.ndarray) -> np.ndarray | None:
     try:
         ink = ink_map(halve(grey))
         mask = ink_mask(ink)
-        top, bottom, left, right = _extent(mask)
+        top, bottom, left, right = ink_extent(mask)
         if max(bottom - top, right - left) + 1 < DETAIL:
             return None
         return digit_from_ink(ink, mask)

@@ -168,8 +168,9 @@ def create_app(
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    def answer(data: bytes, read) -> dict:
-        """`read(data)`'s answer as a dict with the time it took; reading errors as 4xx."""
+    def answer(data: bytes, read, extras=None) -> dict:
+        """`read(data)`'s answer as a dict with the time reading took (not `extras`, added
+        after); reading errors as 4xx."""
         start = time.perf_counter()
         try:
             result = read(data)
@@ -179,25 +180,28 @@ def create_app(
             raise HTTPProblem(400, str(e)) from None
         except NoDigitError as e:
             raise HTTPProblem(422, str(e)) from None
-        return {**result, "latency_ms": round(1000 * (time.perf_counter() - start), 3)}
+        body = {**result.as_dict(), "latency_ms": round(1000 * (time.perf_counter() - start), 3)}
+        return {**body, **extras(result)} if extras else body
 
-    def read_digit(data: bytes) -> dict:
-        prediction = recognizer.read(data, max_pixels=max_pixels)
-        return {**prediction.as_dict(), "view_png": view_png(prediction.view)}
+    def read_digit(data: bytes):
+        return recognizer.read(data, max_pixels=max_pixels)
 
-    def read_number(data: bytes) -> dict:
-        return recognizer.read_number(data, max_pixels=max_pixels).as_dict()
+    def read_number(data: bytes):
+        return recognizer.read_number(data, max_pixels=max_pixels)
 
-    async def respond(request: Request, read) -> JSONResponse:
+    def the_view(prediction) -> dict:
+        return {"view_png": view_png(prediction.view)}
+
+    async def respond(request: Request, read, extras=None) -> JSONResponse:
         data = await image_bytes(request, max_bytes)
         if len(data) <= INLINE_BYTES:
-            return JSONResponse(answer(data, read))
-        return JSONResponse(await run_in_threadpool(answer, data, read))
+            return JSONResponse(answer(data, read, extras))
+        return JSONResponse(await run_in_threadpool(answer, data, read, extras))
 
     @app.post("/api/predict", openapi_extra=PREDICT_BODY)
     async def api_predict(request: Request) -> JSONResponse:
         """Read the digit in an image: multipart (field "image"), JSON data URL, or raw image."""
-        return await respond(request, read_digit)
+        return await respond(request, read_digit, the_view)
 
     @app.post("/api/read", openapi_extra=PREDICT_BODY)
     async def api_read(request: Request) -> JSONResponse:
