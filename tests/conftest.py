@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -121,3 +124,75 @@ def http_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_data(tmp_path_factory):
+    """Commands that default to the user's data directory (the feedback store) write into a
+    temporary one, here and in the processes the tests start."""
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("user-data"))
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server programs (initdb, pg_ctl), which are not on PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of our own: initdb in a temporary folder, listening on a Unix
+    socket only, stopped and deleted after the session. Yields the socket's folder."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("DIGITS_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required here (DIGITS_REQUIRE_POSTGRES is set)")
+        pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
+    root = Path(tempfile.mkdtemp(prefix="digits-postgres-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: the server runs as the postgres user
+        as_owner = ["runuser", "-u", "postgres", "--"]
+        for path in (root, sockets):
+            shutil.chown(path, "postgres", "postgres")
+    subprocess.run(
+        [*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "digits",
+         "--no-sync"], check=True, capture_output=True,
+    )  # fmt: skip
+    options = f"-k {sockets} -c listen_addresses='' -c max_connections=100"
+    subprocess.run(
+        [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
+         "-l", str(root / "server.log"), "-w", "start"], check=True, capture_output=True,
+    )  # fmt: skip
+    yield sockets
+    subprocess.run(
+        [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+        check=False, capture_output=True,
+    )  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A new, empty database on the session's server; its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=str(postgres_server), user="digits", dbname="postgres",
+                         autocommit=True) as connection:  # fmt: skip
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://digits@/{name}?host={postgres_server}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The feedback store's URL on each backend: an SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.sqlite'}"
+    return request.getfixturevalue("postgres_url")

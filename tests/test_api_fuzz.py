@@ -3,28 +3,16 @@ generated requests (over 1,000 in all), and none may be answered with a server e
 
 from __future__ import annotations
 
-import io
+import tempfile
+from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from PIL import Image
 
-from digit_recognizer.web.app import create_app
+from digit_recognizer.bench.fuzz import fuzz, fuzz_app, register_image_bodies
 
-
-def png(pixels: bytes) -> bytes:
-    """A small grey PNG of the given bytes (padded to 16x16): a real image, any content."""
-    buffer = io.BytesIO()
-    Image.frombytes("L", (16, 16), pixels.ljust(256, b"\xff")[:256]).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-# Raw image bodies (`image/*` in the schema): real PNGs of any content, or any bytes at all.
-schemathesis.openapi.media_type(
-    "image/*", st.one_of(st.binary(max_size=256).map(png), st.binary(max_size=2048))
-)
-APP = create_app(max_bytes=1_000_000, max_pixels=4_000_000)
+register_image_bodies()
+APP = fuzz_app(Path(tempfile.mkdtemp(prefix="digits-fuzz-")))
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 CASES: dict[str, int] = {}
 
@@ -46,3 +34,10 @@ def test_every_route_was_fuzzed_with_over_a_thousand_cases_in_all():
               for method in item}  # fmt: skip
     assert routes <= set(CASES), routes - set(CASES)
     assert sum(CASES.values()) >= 1000, CASES
+
+
+def test_the_bench_fuzzer_counts_every_case_and_route():
+    report = fuzz(cases=150, seed=1)
+    assert report["cases"] == sum(report["per_route"].values()) >= 100
+    assert report["server_errors"] == 0 and report["first_errors"] == []
+    assert "POST /api/feedback" in report["per_route"]

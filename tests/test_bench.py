@@ -46,6 +46,8 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, mnist_path):
     text = (out / "results.md").read_text()
     assert "## Inference (shipped model)" in text and "| onnxruntime |" in text
     assert "Keras side: `model.keras`" in text
+    assert results["fuzz"]["cases"] >= 250 and results["fuzz"]["server_errors"] == 0
+    assert "## The API fuzzed" in text and history[0]["fuzz_server_errors"] == 0
 
 
 def test_server_is_timed_on_the_request_the_page_sends():

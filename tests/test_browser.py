@@ -42,12 +42,17 @@ BOXES = {0: (0.05, 0.08, 0.5, 0.85), 1: (0.62, 0.1, 0.3, 0.85), 4: (0.4, 0.05, 0
 
 
 @pytest.fixture(scope="module")
-def server():
+def feedback_db(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('browser') / 'feedback.sqlite'}"
+
+
+@pytest.fixture(scope="module")
+def server(feedback_db):
     """`digits serve` on a free 127.0.0.1 port (the same start-up the benchmarks time)."""
     from digit_recognizer.bench import free_port, start_server
 
     port = free_port()
-    process, _ready_seconds = start_server(port, workers=1)
+    process, _ready_seconds = start_server(port, workers=1, options=("--db", feedback_db))
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
@@ -130,6 +135,41 @@ def test_draw_digits_with_the_mouse(server, browser):
     page.keyboard.press("Control+z")
     expect(page.locator("#digit")).to_have_text("?")
     page.close()
+
+
+def test_mark_an_answer_wrong_and_the_correction_is_stored(server, browser, feedback_db):
+    """Draw a 7, say it is a 1 (a button), then a 4 marked right with the keyboard: both rows
+    are in the database, each holding the 28x28 view and no more than the issue lists."""
+    import sqlalchemy as sa
+    from playwright.sync_api import expect
+
+    from digit_recognizer.feedback import open_store
+
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.goto(server)
+    draw_with_mouse(page, 7)
+    expect(page.locator("#digit")).to_have_text("7", timeout=5000)
+    expect(page.locator("#verdict")).to_be_visible()
+    page.click("#labels button[data-label='1']")
+    expect(page.locator("#thanks")).to_have_text("Thanks: saved as 1.", timeout=5000)
+    page.keyboard.press("Escape")
+    expect(page.locator("#verdict")).to_be_hidden()
+    draw_with_mouse(page, 4)
+    expect(page.locator("#digit")).to_have_text("4", timeout=5000)
+    page.keyboard.press("4")
+    expect(page.locator("#thanks")).to_have_text("Thanks: saved as 4.", timeout=5000)
+    page.screenshot(path=ARTIFACTS / "browser_feedback.png")
+    client_id = page.evaluate("localStorage.getItem('digits-client-id')")
+    page.close()
+
+    store = open_store(feedback_db)
+    rows = store.corrections(client_id=client_id)
+    assert [(r.predicted, r.label) for r in rows] == [(7, 1), (4, 4)]
+    assert all(r.view.shape == (28, 28) and r.view.max() > 200 for r in rows)  # the ink
+    with store.engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("feedback")}
+    assert columns == {"id", "created", "client_id", "model_version", "predicted", "label",
+                       "probabilities", "view"}  # fmt: skip
 
 
 def test_write_a_number_with_touching_digits(server, browser):

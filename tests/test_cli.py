@@ -15,7 +15,8 @@ HANDWRITING = sorted((REPO / "data" / "handwriting").glob("*.png"))
 
 COMMANDS = {
     "predict", "serve", "evaluate-images", "train", "evaluate", "compare", "export", "report",
-    "ensemble", "robustness", "bench", "evaluate-numbers",
+    "ensemble", "robustness", "bench", "evaluate-numbers", "feedback", "finetune", "promote",
+    "rollback",
 }  # fmt: skip
 
 
@@ -39,6 +40,11 @@ def test_version_and_help():
         (["compare", "/no/such/run"], "missing config.json"),
         (["train", "--dataset", "kmnist"], "unknown dataset 'kmnist'"),
         (["export", "/no/such/run"], "expected a run folder or a .keras/.h5 model file"),
+        (["promote", "/no/such/run"], "is not a fine-tune run"),
+        (["finetune", "--out", "never-written"], "fine-tuning needs 20"),
+        (["rollback", "--store", "/no/such/store"], "nothing to roll back"),
+        (["serve", "--db", "nonsense"], "not a database URL"),
+        (["feedback", "delete", "--client", "x", "--db", "mysql://h/d"], "only sqlite"),
     ],
 )
 def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):

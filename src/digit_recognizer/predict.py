@@ -16,6 +16,7 @@ from PIL import Image
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer import segment
+from digit_recognizer.artifacts import sha256_file
 from digit_recognizer.errors import DigitsError, ImageError, NoDigitError
 from digit_recognizer.images import MAX_PIXELS, WORK_SIZE, load_grey, open_image
 from digit_recognizer.number_reader import NumberReader, NumberReading
@@ -125,6 +126,9 @@ class Recognizer:
         self.session = open_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.card = load_card(self.model_path)
+        # What feedback names the model by: its file's content, so the same bytes are the
+        # same version wherever they are served from.
+        self.version = sha256_file(self.model_path)[:12]
         # Fitted on the validation split by `digits evaluate` and carried by the model card;
         # applied here unless `digits export` folded it into the file's last layer.
         calibration = self.card.get("calibration", {})

@@ -182,7 +182,7 @@ def preprocess_batch(images: np.ndarray) -> np.ndarray:
     from digit_recognizer.errors import NoDigitError
     from digit_recognizer.preprocess import preprocess
 
-    views = np.zeros(images.shape, np.float32)
+    views = np.zeros((len(images), 28, 28), np.float32)
     for k, image in enumerate(images):
         # A blank result stays black: the model will most likely get it wrong, as it should.
         with contextlib.suppress(NoDigitError):

@@ -284,3 +284,14 @@ def preprocessed_views(
         views.append(np.clip(np.rint(view), 0, 255).astype(np.uint8))
         kept.append(label)
     return np.stack(views), np.asarray(kept, np.uint8)
+
+
+def allograph_views(
+    digit: int, allograph: str, count: int, hands: tuple[str, ...], seed: int
+) -> np.ndarray:
+    """`count` views (uint8 28x28, through preprocessing) of one allograph, the hands taken
+    in turn: one writing habit, e.g. the flagged 1 (`1`, `"flag"`), in many renderings."""
+    rng = np.random.default_rng(seed)
+    images = [render(digit, allograph, hands[k % len(hands)], rng) for k in range(count)]
+    views, _ = preprocessed_views(images, np.full(count, digit, np.uint8))
+    return views

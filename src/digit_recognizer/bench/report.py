@@ -96,4 +96,15 @@ def markdown(results: dict) -> str:
         f"Server healthy afterwards: {results['server']['healthy_after']}.",
         "",
     ]
+    if "fuzz" in results:
+        fuzzed = results["fuzz"]
+        routes = ", ".join(f"{route} {n}" for route, n in fuzzed["per_route"].items())
+        lines += [
+            "## The API fuzzed (schemathesis, in-process)",
+            "",
+            f"{fuzzed['cases']:,} generated requests in {fuzzed['seconds']:.0f} s, "
+            f"**{fuzzed['server_errors']} server errors**. Per route: {routes}. "
+            f"Statuses: {', '.join(f'{k}: {v}' for k, v in fuzzed['statuses'].items())}.",
+            "",
+        ]
     return "\n".join(lines)

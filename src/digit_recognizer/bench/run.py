@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digit_recognizer.artifacts import write_json, write_text
+from digit_recognizer.bench.fuzz import fuzz
 from digit_recognizer.bench.inference import cold_predict, inference, reading
 from digit_recognizer.bench.machine import machine
 from digit_recognizer.bench.report import markdown
@@ -31,6 +32,7 @@ class BenchConfig:
     concurrency: tuple[int, ...] = (1, 8, 32)
     max_train_seconds: float = 600.0  # time-to-accuracy runs stop here if not reached
     workers: int = os.cpu_count() or 1  # `digits serve --workers` for the load test
+    fuzz_cases: int = 10_000  # schemathesis requests over every route
 
 
 # `digits train --recipe` presets, timed to 99.0/99.5 %
@@ -85,6 +87,8 @@ def run_benchmarks(cfg: BenchConfig, progress=lambda message: None) -> dict:
         requests = 60 if quick else cfg.requests
         results["server"] = server(requests, cfg.concurrency, cfg.workers)
         results["cold_start"]["serve_ready_s"] = results["server"]["ready_s"]
+    progress("fuzzing the API")
+    results["fuzz"] = fuzz(300 if quick else cfg.fuzz_cases)
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "results.json", results)
     write_text(cfg.out / "results.md", markdown(results))
@@ -126,6 +130,8 @@ def summary(results: dict) -> dict:
         "digit_canvas_p50_ms": results["reading"]["digit_canvas"]["p50_ms"],
         "number_canvas_p50_ms": results["reading"]["number_canvas"]["p50_ms"],
         "serve_ready_s": results["cold_start"]["serve_ready_s"],
+        "fuzz_cases": results["fuzz"]["cases"],
+        "fuzz_server_errors": results["fuzz"]["server_errors"],
         "server": {
             str(level["concurrency"]): {
                 "requests_per_s": level["requests_per_s"], "p50_ms": level["p50_ms"],

@@ -26,12 +26,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, workers: int) -> tuple[subprocess.Popen, float]:
-    """Start `digits serve`; returns the process and seconds until /api/health answered."""
+def start_server(
+    port: int, workers: int, options: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, float]:
+    """Start `digits serve` (with more `options`, e.g. --db URL); returns the process and
+    seconds until /api/health answered."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        [PYTHON, "-m", "digit_recognizer", "serve", "--port", str(port), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [PYTHON, "-m", "digit_recognizer", "serve", "--port", str(port), "--workers", str(workers),
+         *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     while time.perf_counter() - start < 30:
         try:

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import NoReturn
 
-from digit_recognizer.cli import reading, training  # noqa: F401  (register the commands)
+from digit_recognizer.cli import feedback, reading, training  # noqa: F401  (register the commands)
 from digit_recognizer.cli.app import app
 from digit_recognizer.errors import DigitsError
 

@@ -42,3 +42,5 @@ def _root(
         format="%(message)s",
         handlers=[RichLogHandler()],
     )
+    if not verbose:  # the ONNX converter narrates every export at INFO
+        logging.getLogger("tf2onnx").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from digit_recognizer.cli.app import app
+from digit_recognizer.cli.feedback import DbOption, StoreOption
 from digit_recognizer.cli.terminal import (
     console,
     new_table,
@@ -135,14 +136,31 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Processes; one per core serves the most requests.")
     ] = 1,
+    db: DbOption = None,
+    store: StoreOption = None,
+    feedback_rate: Annotated[
+        int, typer.Option(min=1, help="Corrections one client may send per minute.")
+    ] = 30,
 ) -> None:
-    """Serve the draw-a-digit page and the JSON API (docs at /docs)."""
+    """Serve the draw-a-digit page and the JSON API (docs at /docs). Without --model, the
+    model store's current version answers, switched live by `digits promote` and
+    `digits rollback`."""
+    from digit_recognizer.feedback import open_store
+    from digit_recognizer.model_store import ModelStore, default_root
     from digit_recognizer.predict import Recognizer
     from digit_recognizer.web.server import run_server
 
-    Recognizer(model)  # a bad --model fails here, in one line, before any worker starts
+    models = ModelStore(store or default_root())
+    # A bad --model, --store or --db fails here, in one line, before any worker starts.
+    Recognizer(model or models.current_model())
+    feedback = open_store(db)
+    os.environ["DIGITS_DB"] = feedback.url
+    os.environ["DIGITS_MODEL_STORE"] = str(models.root)
+    os.environ["DIGITS_FEEDBACK_RATE"] = str(feedback_rate)
     if model:
         os.environ["DIGITS_MODEL"] = str(model)
+    served = model or f"model store {models.root}, version {models.current()}"
+    console().print(f"Model: {served}; corrections go to {feedback.display_url}")
     console().print(f"Serving on http://{host}:{port} with {workers} worker(s)  (Ctrl-C to stop)")
     run_server(host, port, workers)
 

@@ -1,7 +1,8 @@
 """The web app: a draw-a-digit page and a JSON API over the ONNX recognizer.
 
 Routes: `/` (the page), `POST /api/predict` (a digit), `POST /api/read` (a number),
-`GET /api/health`, `GET /api/model`, `/docs`.
+`POST /api/feedback` (a user's correction, into the feedback store), `GET /api/health`,
+`GET /api/model`, `/docs`.
 uvicorn runs it from web/server.py.
 Bad input never gives a 500: every error is a 4xx with {"error": "..."}.
 An upload's path: this module (request, answer) -> predict.Recognizer.read (the model) ->
@@ -25,9 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digit_recognizer import __version__
-from digit_recognizer.errors import ImageError, ImageTooLargeError, NoDigitError
-from digit_recognizer.images import MAX_PIXELS, grey_png
-from digit_recognizer.predict import Recognizer
+from digit_recognizer import feedback as fb
+from digit_recognizer.errors import DigitsError, ImageError, ImageTooLargeError, NoDigitError
+from digit_recognizer.images import MAX_PIXELS, grey_png, open_image
+from digit_recognizer.model_store import LiveModel
 
 STATIC = Path(__file__).parent / "static"
 MAX_BYTES = 5 * 1024 * 1024  # largest upload we read (413 beyond)
@@ -37,6 +39,31 @@ DISCARD_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to 
 # also has threads fight over the GIL (p99 at concurrency 8: 50-85 ms pooled, 33-41 inline).
 # Larger ones (photos) go to the pool, so that decoding them does not hold up other clients.
 INLINE_BYTES = 256 * 1024
+FEEDBACK_BYTES = 64 * 1024  # a correction is ~2 KB: the view's PNG and a few numbers
+FEEDBACK_RATE = 30  # corrections a client may send per minute
+FEEDBACK_FIELDS = ("client_id", "model_version", "predicted", "label", "probabilities", "view_png")
+
+FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": list(FEEDBACK_FIELDS),
+                    "properties": {
+                        "client_id": {"type": "string", "description": "random, 8-64 chars"},
+                        "model_version": {"type": "string"},
+                        "predicted": {"type": "integer", "minimum": 0, "maximum": 9},
+                        "label": {"type": "integer", "minimum": 0, "maximum": 9},
+                        "probabilities": {"type": "array", "items": {"type": "number"}},
+                        "view_png": {"type": "string", "description": "28x28 grey PNG, base64"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 PREDICT_BODY = {
     "requestBody": {
@@ -92,6 +119,15 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HTTPProblem(400, "body is not valid JSON") from None
+    except RecursionError:  # `[[[[...` a thousand deep: the parser's stack runs out
+        raise HTTPProblem(400, "body is JSON nested too deeply") from None
+
+
 def decode_data_url(text: object) -> bytes:
     """'data:image/png;base64,....' (or bare base64) -> bytes."""
     if not isinstance(text, str) or not text:
@@ -116,12 +152,7 @@ async def image_bytes(request: Request, max_bytes: int) -> bytes:
     if not body:
         raise HTTPProblem(400, "empty request body")
     if content_type == "application/json":
-        try:
-            document = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HTTPProblem(400, "body is not valid JSON") from None
-        except RecursionError:  # `[[[[...` a thousand deep: the parser's stack runs out
-            raise HTTPProblem(400, "body is JSON nested too deeply") from None
+        document = parse_json(body)
         data = decode_data_url(document.get("image") if isinstance(document, dict) else None)
     elif content_type == "multipart/form-data":
 
@@ -143,18 +174,58 @@ async def image_bytes(request: Request, max_bytes: int) -> bytes:
     return data
 
 
+def correction_from(document: object, known_versions: set[str]) -> fb.Correction:
+    """The correction a /api/feedback JSON body describes (422 naming a bad field)."""
+    if not isinstance(document, dict):
+        raise HTTPProblem(422, "body must be a JSON object")
+    missing = [k for k in FEEDBACK_FIELDS if k not in document]
+    if missing:
+        raise HTTPProblem(422, f"missing field(s): {', '.join(missing)}")
+    try:
+        png = decode_data_url(document["view_png"])
+        view = np.asarray(open_image(png, max_pixels=28 * 28).convert("L"))
+    except (HTTPProblem, DigitsError) as e:
+        message = e.message if isinstance(e, HTTPProblem) else str(e)
+        raise HTTPProblem(422, f"view_png: {message}") from None
+    if view.shape != (28, 28):
+        raise HTTPProblem(422, f"view_png must be 28x28, got {view.shape[1]}x{view.shape[0]}")
+    version = document["model_version"]
+    if isinstance(version, str) and version not in known_versions:
+        raise HTTPProblem(422, f"unknown model_version {version!r}: reload the page")
+    correction = fb.Correction(
+        client_id=document["client_id"],
+        model_version=version,
+        predicted=document["predicted"],
+        label=document["label"],
+        probabilities=document["probabilities"],
+        view=view,
+    )
+    try:
+        return fb.checked(correction)
+    except fb.FeedbackError as e:
+        raise HTTPProblem(422, str(e)) from None
+
+
 def view_png(view: np.ndarray) -> str:
     """The 28x28 view as a base64 PNG, for the page to show what the model saw."""
     return base64.b64encode(grey_png(view)).decode("ascii")
 
 
 def create_app(
-    model: str | Path | None = None, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
+    model: str | Path | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    db: str | None = None,
+    feedback_rate: int = FEEDBACK_RATE,
+    store: str | Path | None = None,
 ) -> FastAPI:
-    """The app, with one ONNX Runtime session shared by all requests."""
-    recognizer = Recognizer(model)
-    recognizer.number_reader  # opened now, not by the first request  # noqa: B018
+    """The app, with one ONNX Runtime session shared by all requests. `model`: a fixed
+    model; None serves the model store's current version (`store`, None: the default
+    store), switching when a version is promoted or rolled back. `db`: the feedback store's
+    URL (None: DIGITS_DB or the default SQLite file), opened on the first correction."""
+    live = LiveModel(model, store)
     app = FastAPI(title="digit-recognizer", version=__version__)
+    stores: list[fb.FeedbackStore] = []
 
     @app.exception_handler(HTTPProblem)
     async def problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
@@ -183,14 +254,10 @@ def create_app(
         body = {**result.as_dict(), "latency_ms": round(1000 * (time.perf_counter() - start), 3)}
         return {**body, **extras(result)} if extras else body
 
-    def read_digit(data: bytes):
-        return recognizer.read(data, max_pixels=max_pixels)
-
-    def read_number(data: bytes):
-        return recognizer.read_number(data, max_pixels=max_pixels)
-
-    def the_view(prediction) -> dict:
-        return {"view_png": view_png(prediction.view)}
+    def store_correction(correction: fb.Correction) -> int:
+        if not stores:
+            stores.append(fb.open_store(db))
+        return stores[0].add(correction, rate_limit=feedback_rate)
 
     async def respond(request: Request, read, extras=None) -> JSONResponse:
         data = await image_bytes(request, max_bytes)
@@ -201,21 +268,59 @@ def create_app(
     @app.post("/api/predict", openapi_extra=PREDICT_BODY)
     async def api_predict(request: Request) -> JSONResponse:
         """Read the digit in an image: multipart (field "image"), JSON data URL, or raw image."""
-        return await respond(request, read_digit, the_view)
+        recognizer = live.recognizer()  # this request's model, whatever is promoted meanwhile
+
+        def read(data: bytes):
+            return recognizer.read(data, max_pixels=max_pixels)
+
+        def the_view(prediction) -> dict:
+            return {"view_png": view_png(prediction.view), "model_version": recognizer.version}
+
+        return await respond(request, read, the_view)
 
     @app.post("/api/read", openapi_extra=PREDICT_BODY)
     async def api_read(request: Request) -> JSONResponse:
         """Read a whole number (digits may touch): {number, confidence, digits: [{digit,
         confidence, box}]}; the same inputs and errors as /api/predict."""
-        return await respond(request, read_number)
+        recognizer = live.recognizer()
+
+        def read(data: bytes):
+            return recognizer.read_number(data, max_pixels=max_pixels)
+
+        return await respond(request, read)
+
+    @app.post("/api/feedback", status_code=201, openapi_extra=FEEDBACK_BODY)
+    async def api_feedback(request: Request) -> JSONResponse:
+        """Store a user's verdict on an answer: the 28x28 view, the answer, its probabilities,
+        the model version and the right label. Nothing else about the sender is kept."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise HTTPProblem(415, "send the correction as application/json")
+        document = parse_json(await read_limited(request, FEEDBACK_BYTES))
+        correction = correction_from(document, live.known_versions())
+        try:
+            row = await run_in_threadpool(store_correction, correction)
+        except fb.RateLimitedError as e:
+            raise HTTPProblem(429, str(e)) from None
+        except DigitsError as e:  # the database is down or refused: try again later
+            raise HTTPProblem(503, str(e)) from None
+        return JSONResponse({"id": row, "agreed": correction.predicted == correction.label}, 201)
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "version": __version__, "model": recognizer.model_path.name}
+        recognizer = live.recognizer()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": recognizer.model_path.name,
+            "model_version": recognizer.version,
+        }
 
     @app.get("/api/model")
     def model_card() -> dict:
-        return recognizer.card or {"model_file": recognizer.model_path.name}
+        recognizer = live.recognizer()
+        card = recognizer.card or {"model_file": recognizer.model_path.name}
+        return {**card, "model_version": recognizer.version, "store_version": live.store_version}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -227,5 +332,12 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes, which cannot be handed arguments: the model
-    comes from DIGITS_MODEL (unset: the shipped model)."""
-    return create_app(os.environ.get("DIGITS_MODEL") or None)
+    comes from DIGITS_MODEL (unset: the model store's current version, the store from
+    DIGITS_MODEL_STORE), the feedback store from DIGITS_DB, the per-client limit from
+    DIGITS_FEEDBACK_RATE."""
+    rate = os.environ.get("DIGITS_FEEDBACK_RATE")
+    return create_app(
+        os.environ.get("DIGITS_MODEL") or None,
+        db=os.environ.get("DIGITS_DB") or None,
+        feedback_rate=int(rate) if rate else FEEDBACK_RATE,
+    )

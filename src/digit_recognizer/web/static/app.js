@@ -1,6 +1,8 @@
 // Draw-a-digit page: Pointer Events drawing (mouse, touch, pen), undo/clear, debounced live
 // prediction, probability bars, the 28x28 view the model saw, and photo upload. In number
 // mode the canvas is wide, /api/read answers, and each digit's box and probability are shown.
+// After a digit's answer the user may say it is right or give the right digit (buttons or
+// keys 0-9): the 28x28 view, the answer and the label go to /api/feedback.
 "use strict";
 
 const canvas = document.getElementById("pad");
@@ -12,6 +14,7 @@ let timer = null;
 let requestId = 0;
 let note = "";  // said after the answer: how an uploaded photo was shrunk
 let mode = "digit";  // or "number"
+let answered = null;  // the digit answer on screen, which a verdict refers to
 const overlay = $("overlay").getContext("2d");
 const SIZES = { digit: [280, 280], number: [840, 280] };  // canvas px per mode
 
@@ -95,6 +98,8 @@ document.addEventListener("keydown", (event) => {
     undo();
   } else if (event.key === "Escape" || event.key === "Delete") {
     clearAll();
+  } else if (/^[0-9]$/.test(event.key) && answered && !event.ctrlKey && !event.metaKey) {
+    sendVerdict(Number(event.key));
   }
 });
 
@@ -148,6 +153,54 @@ function show(result) {
   $("status").classList.remove("error");
   $("view").src = `data:image/png;base64,${result.view_png}`;
   setBars(result.probabilities);
+  answered = result;
+  $("verdict").hidden = false;
+  $("thanks").textContent = "";
+}
+
+// A pseudonymous id, made here and kept in this browser only, so that one person's
+// corrections can be counted (and deleted) together; nothing else identifies them.
+function clientId() {
+  let id = localStorage.getItem("digits-client-id");
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(12));
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("digits-client-id", id);
+  }
+  return id;
+}
+
+async function sendVerdict(label) {
+  const result = answered;
+  if (!result) return;
+  const body = {
+    client_id: clientId(), model_version: result.model_version, predicted: result.digit,
+    label, probabilities: result.probabilities, view_png: result.view_png,
+  };
+  try {
+    const response = await fetch("/api/feedback", {
+      method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+    });
+    const reply = await response.json();
+    if (answered !== result) return;
+    $("thanks").textContent = response.ok ? `Thanks: saved as ${label}.` : reply.error;
+    $("thanks").classList.toggle("error", !response.ok);
+    if (response.ok) answered = null;  // one verdict per answer
+  } catch (error) {
+    $("thanks").textContent = String(error);
+  }
+}
+
+function buildVerdict() {
+  $("right").addEventListener("click", () => answered && sendVerdict(answered.digit));
+  for (let d = 0; d < 10; d++) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = d;
+    button.dataset.label = d;
+    button.addEventListener("click", () => sendVerdict(d));
+    $("labels").appendChild(button);
+  }
 }
 
 function clearBoxes() {
@@ -158,6 +211,7 @@ function clearBoxes() {
 // Each digit's box over the drawing and, under it, the digit with its probability. Boxes
 // come in the posted image's pixels: the canvas's own for a drawing.
 function showNumber(result) {
+  hideVerdict();
   $("digit").textContent = result.number;
   $("digit").classList.remove("unsure");
   $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
@@ -178,7 +232,13 @@ function showNumber(result) {
   }
 }
 
+function hideVerdict() {
+  answered = null;
+  $("verdict").hidden = true;
+}
+
 function showError(message) {
+  hideVerdict();
   clearBoxes();
   $("digit").textContent = "?";
   $("digit").classList.remove("unsure");
@@ -190,6 +250,7 @@ function showError(message) {
 }
 
 function showEmpty() {
+  hideVerdict();
   clearTimeout(timer);
   clearBoxes();
   requestId++;
@@ -245,7 +306,9 @@ drop.addEventListener("drop", (event) => { event.preventDefault(); upload(event.
 
 fetch("/api/model").then((r) => r.json()).then((card) => {
   const accuracy = card.test_accuracy ? `, MNIST test accuracy ${(100 * card.test_accuracy).toFixed(2)}%` : "";
-  $("model").textContent = `model: ${card.model_file || "?"}${accuracy}`;
+  const number = card.store_version == null ? "" : `version ${card.store_version}, `;
+  const version = card.model_version ? ` (${number}${card.model_version})` : "";
+  $("model").textContent = `model: ${card.model_file || "?"}${version}${accuracy}`;
 }).catch(() => {});
 
 function setMode(next) {
@@ -263,5 +326,6 @@ for (const input of document.querySelectorAll('input[name="mode"]')) {
 }
 
 buildBars();
+buildVerdict();
 resetCanvas();
 showEmpty();
