@@ -109,21 +109,28 @@ def test_deliberately_wrong_labels_are_refused_by_the_gates(tmp_path):
     assert models.history() == [0] and not (tmp_path / "models" / "current.json").exists()
 
 
-def test_a_promotion_killed_at_any_moment_leaves_the_store_as_it_was(style_run, tmp_path):
+def test_a_finetune_or_promotion_killed_at_any_moment_leaves_the_store_as_it_was(
+    style_run, tmp_path
+):
     run, url, _ = style_run
     models = ModelStore(tmp_path / "models")
     models.add(DEFAULT_MODEL, {"note": "a first version"})
     pointer = models.pointer.read_bytes()
-    for delay in (0.5, 2.0, 4.0):
+    store = ("--db", url, "--store", str(models.root))
+    commands = [("finetune", "--out", str(tmp_path / "killed-run"), *store)]
+    commands += [("promote", str(run), *store)] * 3
+    for command, delay in zip(commands, (3.0, 0.5, 2.0, 4.0), strict=True):
         process = subprocess.Popen(
-            [sys.executable, "-m", "digit_recognizer", "promote", str(run), "--db", url,
-             "--store", str(models.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "digit_recognizer", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert models.pointer.read_bytes() == pointer
         assert models.history() == [0, 1] and models.current_model().is_file()
+    assert not (tmp_path / "killed-run" / "finetune.json").exists()  # an incomplete run
 
 
 def test_a_crash_between_the_version_folder_and_the_pointer_changes_nothing(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ its EXIF, or the sender's address. The client id is a random name the browser ma
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import re
@@ -140,7 +141,6 @@ MIGRATIONS: dict[int, Callable] = {
 
 def _engine(url: str):
     import sqlalchemy as sa
-    from sqlalchemy import event
 
     try:
         parsed = sa.engine.make_url(url)
@@ -155,6 +155,13 @@ def _engine(url: str):
         raise DigitsError(
             f"--db {url!r}: only sqlite:/// and postgresql:// databases are supported"
         )
+    return _sqlite_engine(parsed)
+
+
+def _sqlite_engine(parsed):
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
@@ -186,9 +193,15 @@ class FeedbackStore:
         self.engine = _engine(url)
         self.metadata, self.version_table, self.table = _schema()
         self._sa = sa
-        try:
+        with self._database_errors():
             self._migrate()
-        except sa.exc.SQLAlchemyError as e:
+
+    @contextlib.contextmanager
+    def _database_errors(self):
+        """The driver's errors (server down, disk full, locked too long) as one line."""
+        try:
+            yield
+        except self._sa.exc.SQLAlchemyError as e:
             raise StoreUnavailableError(f"database {self.display_url}: {_first_line(e)}") from None
 
     @property
@@ -225,7 +238,7 @@ class FeedbackStore:
 
     def schema_version(self) -> int:
         sa = self._sa
-        with self.engine.connect() as connection:
+        with self._database_errors(), self.engine.connect() as connection:
             query = sa.select(sa.func.max(self.version_table.c.version))
             return int(connection.execute(query).scalar() or 0)
 
@@ -243,34 +256,31 @@ class FeedbackStore:
             "probabilities": list(c.probabilities),
             "view": c.view.tobytes(),
         }
-        try:
-            with self.engine.begin() as connection:
-                if rate_limit is not None:
-                    self._lock(connection, c.client_id)
-                    recent = sa.select(sa.func.count()).where(
-                        self.table.c.client_id == c.client_id,
-                        self.table.c.created > now - RATE_WINDOW_S,
-                    )
-                    if connection.execute(recent).scalar() >= rate_limit:
-                        raise RateLimitedError(
-                            f"over {rate_limit} corrections a minute from this client"
-                        )
-                return int(
-                    connection.execute(self.table.insert().values(**row)).inserted_primary_key[0]
+        with self._database_errors(), self.engine.begin() as connection:
+            if rate_limit is not None:
+                self._lock(connection, c.client_id)
+                recent = sa.select(sa.func.count()).where(
+                    self.table.c.client_id == c.client_id,
+                    self.table.c.created > now - RATE_WINDOW_S,
                 )
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreUnavailableError(f"database {self.display_url}: {_first_line(e)}") from None
+                if connection.execute(recent).scalar() >= rate_limit:
+                    raise RateLimitedError(
+                        f"over {rate_limit} corrections a minute from this client"
+                    )
+            return int(
+                connection.execute(self.table.insert().values(**row)).inserted_primary_key[0]
+            )
 
     def corrections(self, client_id: str | None = None) -> list[StoredCorrection]:
         """Every stored correction (or one client's), oldest first."""
         query = self._sa.select(self.table).order_by(self.table.c.id)
         if client_id is not None:
             query = query.where(self.table.c.client_id == client_id)
-        with self.engine.connect() as connection:
+        with self._database_errors(), self.engine.connect() as connection:
             return [_stored(row) for row in connection.execute(query).mappings()]
 
     def count(self) -> int:
-        with self.engine.connect() as connection:
+        with self._database_errors(), self.engine.connect() as connection:
             return int(
                 connection.execute(
                     self._sa.select(self._sa.func.count()).select_from(self.table)
@@ -279,7 +289,7 @@ class FeedbackStore:
 
     def delete_client(self, client_id: str) -> int:
         """Forget everything one client sent; how many rows went."""
-        with self.engine.begin() as connection:
+        with self._database_errors(), self.engine.begin() as connection:
             deleted = connection.execute(
                 self.table.delete().where(self.table.c.client_id == client_id)
             )
