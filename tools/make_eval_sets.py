@@ -31,14 +31,12 @@ from digit_recognizer import synth
 
 def write_sklearn_digits(out: Path) -> int:
     """scikit-learn's digits as 32x32 PNGs: values 0-16 -> ink, dark on white."""
-    from sklearn.datasets import load_digits
+    from digit_recognizer.promote import sklearn_scans
 
-    digits = load_digits()
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        grey = (255 - image * (255 / 16)).astype(np.uint8)
-        big = Image.fromarray(grey).resize((32, 32), Image.Resampling.NEAREST)
-        big.save(out / f"{label}_sklearn_{index:04d}.png")
-    return len(digits.images)
+    scans, labels = sklearn_scans()
+    for index, (scan, label) in enumerate(zip(scans, labels, strict=True)):
+        Image.fromarray(scan).save(out / f"{label}_sklearn_{index:04d}.png")
+    return len(scans)
 
 
 def write_styles(out: Path, hands: tuple[str, ...], count: int, seed: int, scale: int = 1) -> int:

@@ -1,4 +1,5 @@
-"""Atomic file writes, checksums and the library versions recorded with every run."""
+"""Atomic file writes, checksums, the library versions recorded with every run, and the
+user's data folder (the feedback database and the model store live there by default)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def user_data_dir() -> Path:
+    """`$XDG_DATA_HOME/digit-recognizer`, else `~/.local/share/digit-recognizer`."""
+    root = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(root) / "digit-recognizer"
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

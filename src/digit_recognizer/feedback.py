@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from digit_recognizer.artifacts import user_data_dir
 from digit_recognizer.errors import DigitsError
 
 SCHEMA_VERSION = 1
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MODEL_VERSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RATE_WINDOW_S = 60.0  # a client's corrections are counted over this window
+RATE_LIMIT = 30  # corrections a client may send per window, unless a server says otherwise
 
 
 class FeedbackError(DigitsError):
@@ -107,8 +109,7 @@ def default_url() -> str:
     """DIGITS_DB, else an SQLite file in the user's data directory."""
     if url := os.environ.get("DIGITS_DB"):
         return url
-    root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{root / 'digit-recognizer' / 'feedback.sqlite'}"
+    return f"sqlite:///{user_data_dir() / 'feedback.sqlite'}"
 
 
 def _schema():

@@ -62,8 +62,10 @@ def select(
     for client_rows in by_client.values():
         kept += sorted(client_rows, key=lambda r: r.id)[-config.per_client :]
     kept.sort(key=lambda r: r.id)
-    out = [r for r in kept if held_out(r, config.holdout, config.seed)]
-    return [r for r in kept if not held_out(r, config.holdout, config.seed)], out
+    split: tuple[list[StoredCorrection], list[StoredCorrection]] = ([], [])
+    for row in kept:
+        split[held_out(row, config.holdout, config.seed)].append(row)
+    return split
 
 
 def keras_from_onnx(path: Path):
@@ -199,10 +201,10 @@ def finetune(
     import keras
 
     from digit_recognizer.export import write_onnx
-    from digit_recognizer.model_store import ModelStore, default_root
+    from digit_recognizer.model_store import open_model_store
     from digit_recognizer.predict import card_path, load_card
 
-    source = Path(source) if source else ModelStore(default_root()).current_model()
+    source = Path(source) if source else open_model_store().current_model()
     training, held = select(store.corrections(), config)
     if len(training) < MIN_CORRECTIONS:
         raise DigitsError(

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digit_recognizer.artifacts import read_json, sha256_file, write_json
+from digit_recognizer.artifacts import read_json, sha256_file, user_data_dir, write_json
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.predict import DEFAULT_MODEL, Recognizer, card_path
+from digit_recognizer.predict import DEFAULT_MODEL, Recognizer, card_path, model_version
 
 SHIPPED = 0
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def default_root() -> Path:
     """DIGITS_MODEL_STORE, else `models` in the user's data directory."""
     if root := os.environ.get("DIGITS_MODEL_STORE"):
         return Path(root)
-    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data / "digit-recognizer" / "models"
+    return user_data_dir() / "models"
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,11 @@ class ModelStore:
         return history[-2]
 
 
+def open_model_store(root: str | Path | None = None) -> ModelStore:
+    """The store at `root` (None: DIGITS_MODEL_STORE or the default folder)."""
+    return ModelStore(Path(root) if root else default_root())
+
+
 class LiveModel:
     """The recognizer that answers now, for a server: a fixed model, or the model store's
     current version, switched without a restart when the store's pointer changes.
@@ -122,15 +126,16 @@ class LiveModel:
 
     CHECK_S = 0.5
 
-    def __init__(self, model: str | Path | None = None, root: Path | None = None):
-        self.store = None if model else ModelStore(Path(root) if root else default_root())
+    def __init__(self, model: str | Path | None = None, root: str | Path | None = None):
+        self.store = None if model else open_model_store(root)
         path = model if self.store is None else self.store.current_model()
         self._recognizer = self._open(path)
         self._version = None if self.store is None else self.store.current()
+        self._hashes: dict[Path, str] = {}
+        self._known = self._store_versions()
         self._stamp = self._pointer_stamp()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
-        self._hashes: dict[Path, str] = {}
 
     @staticmethod
     def _open(path) -> Recognizer:
@@ -139,9 +144,11 @@ class LiveModel:
         return recognizer
 
     def _pointer_stamp(self):
+        if self.store is None:
+            return None
         try:
             stat = os.stat(self.store.pointer)
-        except (FileNotFoundError, AttributeError):
+        except FileNotFoundError:
             return None
         return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
@@ -157,6 +164,7 @@ class LiveModel:
             stamp = self._pointer_stamp()
             if stamp != self._stamp:
                 self._switch()
+                self._known = self._store_versions()
                 self._stamp = stamp
         return self._recognizer
 
@@ -170,15 +178,26 @@ class LiveModel:
         except DigitsError as e:  # a broken pointer or file: keep answering with what we have
             log.warning("model store: %s; still serving version %s", e, self._version)
 
+    def _store_versions(self) -> set[str]:
+        """The content versions of every model in the store, rolled back or not; read again
+        only when the pointer changes, each file hashed once."""
+        if self.store is None:
+            return set()
+        try:
+            versions = self.store.versions()
+        except DigitsError:  # a broken pointer: the answering model's version only
+            return set()
+        known = set()
+        for version in versions:
+            with contextlib.suppress(DigitsError):  # a version folder gone missing
+                path = self.store.model_path(version)
+                if path not in self._hashes:
+                    self._hashes[path] = model_version(path)
+                known.add(self._hashes[path])
+        return known
+
     def known_versions(self) -> set[str]:
         """The model versions (content hashes) a correction may name: the one answering and
-        every version in the store, rolled back or not."""
-        known = {self._recognizer.version}
-        if self.store is not None:
-            for version in self.store.versions():
-                with contextlib.suppress(DigitsError):
-                    path = self.store.model_path(version)
-                    if path not in self._hashes:
-                        self._hashes[path] = sha256_file(path)[:12]
-                    known.add(self._hashes[path])
-        return known
+        every version in the store (re-read when the pointer changed)."""
+        answering = self.recognizer()  # also the periodic look at the pointer
+        return self._known | {answering.version}

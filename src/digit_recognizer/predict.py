@@ -104,6 +104,12 @@ def open_session(path: Path, threads: int = 1):
         raise DigitsError(f"{path}: not a loadable ONNX model ({e})") from None
 
 
+def model_version(path: Path) -> str:
+    """What feedback names a model by: its file's content, so the same bytes are the same
+    version wherever they are served from."""
+    return sha256_file(path)[:12]
+
+
 def card_path(onnx_path: Path) -> Path:
     """model.onnx -> model_card.json beside it."""
     return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")
@@ -126,9 +132,7 @@ class Recognizer:
         self.session = open_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.card = load_card(self.model_path)
-        # What feedback names the model by: its file's content, so the same bytes are the
-        # same version wherever they are served from.
-        self.version = sha256_file(self.model_path)[:12]
+        self.version = model_version(self.model_path)
         # Fitted on the validation split by `digits evaluate` and carried by the model card;
         # applied here unless `digits export` folded it into the file's last layer.
         calibration = self.card.get("calibration", {})

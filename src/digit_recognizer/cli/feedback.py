@@ -138,10 +138,10 @@ def finetune(
     from digit_recognizer.feedback import open_store
     from digit_recognizer.finetune import FinetuneConfig
     from digit_recognizer.finetune import finetune as run_finetune
-    from digit_recognizer.model_store import ModelStore, default_root
+    from digit_recognizer.model_store import open_model_store
 
     config = FinetuneConfig(epochs=epochs, per_client=per_client, seed=seed)
-    source = source or ModelStore(store or default_root()).current_model()
+    source = source or open_model_store(store).current_model()
     with Progress(console=console()) as progress:
         task = progress.add_task("fine-tuning", total=epochs)
 
@@ -171,10 +171,10 @@ def promote(
     """Put a fine-tuned model into the model store and serve it, only if every gate holds
     against the served version; the gate table is printed either way."""
     from digit_recognizer.feedback import open_store
-    from digit_recognizer.model_store import ModelStore, default_root
+    from digit_recognizer.model_store import open_model_store
     from digit_recognizer.promote import promote as run_promote
 
-    models = ModelStore(store or default_root())
+    models = open_model_store(store)
     handwriting = handwriting or Path("data/handwriting")
     if not handwriting.is_dir():
         console(stderr=True).print(f"note: no {handwriting} here: its gate is left out")
@@ -199,7 +199,7 @@ def promote(
 @app.command()
 def rollback(store: StoreOption = None) -> None:
     """Serve the previous model version again (a running `digits serve` switches to it)."""
-    from digit_recognizer.model_store import ModelStore, default_root
+    from digit_recognizer.model_store import open_model_store
 
-    version = ModelStore(store or default_root()).rollback()
+    version = open_model_store(store).rollback()
     console().print(f"Version {version} serves again")

@@ -17,6 +17,7 @@ from digit_recognizer.cli.terminal import (
     new_table,
 )
 from digit_recognizer.errors import DigitsError
+from digit_recognizer.feedback import RATE_LIMIT
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", help="ONNX file or run folder (default: shipped model).")
@@ -140,17 +141,17 @@ def serve(
     store: StoreOption = None,
     feedback_rate: Annotated[
         int, typer.Option(min=1, help="Corrections one client may send per minute.")
-    ] = 30,
+    ] = RATE_LIMIT,
 ) -> None:
     """Serve the draw-a-digit page and the JSON API (docs at /docs). Without --model, the
     model store's current version answers, switched live by `digits promote` and
     `digits rollback`."""
     from digit_recognizer.feedback import open_store
-    from digit_recognizer.model_store import ModelStore, default_root
+    from digit_recognizer.model_store import open_model_store
     from digit_recognizer.predict import Recognizer
     from digit_recognizer.web.server import run_server
 
-    models = ModelStore(store or default_root())
+    models = open_model_store(store)
     # A bad --model, --store or --db fails here, in one line, before any worker starts.
     Recognizer(model or models.current_model())
     feedback = open_store(db)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import time
@@ -40,7 +41,6 @@ DISCARD_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to 
 # Larger ones (photos) go to the pool, so that decoding them does not hold up other clients.
 INLINE_BYTES = 256 * 1024
 FEEDBACK_BYTES = 64 * 1024  # a correction is ~2 KB: the view's PNG and a few numbers
-FEEDBACK_RATE = 30  # corrections a client may send per minute
 FEEDBACK_FIELDS = ("client_id", "model_version", "predicted", "label", "probabilities", "view_png")
 
 FEEDBACK_BODY = {
@@ -119,6 +119,11 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, lower case ('' if none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def parse_json(body: bytes) -> object:
     try:
         return json.loads(body)
@@ -143,7 +148,7 @@ def decode_data_url(text: object) -> bytes:
 
 async def image_bytes(request: Request, max_bytes: int) -> bytes:
     """The uploaded image from a multipart form, a JSON data URL, or a raw image body."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     if content_type not in ("multipart/form-data", "application/json") and not (
         content_type.startswith("image/") or content_type == "application/octet-stream"
     ):
@@ -216,7 +221,7 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     db: str | None = None,
-    feedback_rate: int = FEEDBACK_RATE,
+    feedback_rate: int = fb.RATE_LIMIT,
     store: str | Path | None = None,
 ) -> FastAPI:
     """The app, with one ONNX Runtime session shared by all requests. `model`: a fixed
@@ -225,7 +230,6 @@ def create_app(
     URL (None: DIGITS_DB or the default SQLite file), opened on the first correction."""
     live = LiveModel(model, store)
     app = FastAPI(title="digit-recognizer", version=__version__)
-    stores: list[fb.FeedbackStore] = []
 
     @app.exception_handler(HTTPProblem)
     async def problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
@@ -254,10 +258,12 @@ def create_app(
         body = {**result.as_dict(), "latency_ms": round(1000 * (time.perf_counter() - start), 3)}
         return {**body, **extras(result)} if extras else body
 
+    @functools.cache
+    def feedback_store() -> fb.FeedbackStore:
+        return fb.open_store(db)
+
     def store_correction(correction: fb.Correction) -> int:
-        if not stores:
-            stores.append(fb.open_store(db))
-        return stores[0].add(correction, rate_limit=feedback_rate)
+        return feedback_store().add(correction, rate_limit=feedback_rate)
 
     async def respond(request: Request, read, extras=None) -> JSONResponse:
         data = await image_bytes(request, max_bytes)
@@ -293,8 +299,7 @@ def create_app(
     async def api_feedback(request: Request) -> JSONResponse:
         """Store a user's verdict on an answer: the 28x28 view, the answer, its probabilities,
         the model version and the right label. Nothing else about the sender is kept."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if media_type(request) != "application/json":
             raise HTTPProblem(415, "send the correction as application/json")
         document = parse_json(await read_limited(request, FEEDBACK_BYTES))
         correction = correction_from(document, live.known_versions())
@@ -339,5 +344,5 @@ def app_from_env() -> FastAPI:
     return create_app(
         os.environ.get("DIGITS_MODEL") or None,
         db=os.environ.get("DIGITS_DB") or None,
-        feedback_rate=int(rate) if rate else FEEDBACK_RATE,
+        feedback_rate=int(rate) if rate else fb.RATE_LIMIT,
     )
