@@ -216,6 +216,27 @@ def test_random_images_give_a_number_or_a_clear_error(height, width, seed, strok
     assert reading.number.isdigit() and 0 <= reading.confidence <= 1
 
 
+def test_the_recurrent_branch_starts_at_zero_so_a_trained_model_reads_as_before():
+    """tools/train_number_reader.py grafts its LSTM onto a model trained without one: the
+    graft must not change a single answer until training moves it."""
+    import importlib.util
+
+    import keras
+
+    spec = importlib.util.spec_from_file_location("trainer", REPO / "tools/train_number_reader.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    keras.utils.set_random_seed(0)
+    plain = trainer.convolutional_model()
+    grafted = trainer.with_context(plain)
+    assert "context" in [layer.name for layer in grafted.layers]
+    assert grafted.count_params() > plain.count_params()
+    assert trainer.with_context(grafted) is grafted
+    lines = np.random.default_rng(0).uniform(0, 255, (3, nr.HEIGHT, nr.WIDTH, 1))
+    before, after = (np.asarray(m(lines.astype("float32"))) for m in (plain, grafted))
+    np.testing.assert_array_equal(before, after)
+
+
 # --- CLI and API ---------------------------------------------------------------------------
 
 

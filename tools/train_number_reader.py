@@ -43,8 +43,14 @@ VALIDATION_SEED = 1  # fixed, so sittings with other --seed values compare on th
 
 
 def build_model():
+    """The convolutional network with a recurrent layer across the whole line."""
+    return with_context(convolutional_model())
+
+
+def convolutional_model():
     """Four convolution blocks (the line 32 -> 1 px tall, 192 -> 48 frames wide), two 1-D
-    convolutions across frames (each frame sees its neighbours' digits), 11 logits a frame."""
+    convolutions across frames (each frame sees its neighbours' digits), 11 logits a frame:
+    the number model of releases 0.3 and 0.4."""
     import keras
     from keras import layers
 
@@ -60,6 +66,23 @@ def build_model():
         x = layers.Conv1D(96, 5, padding="same", activation="relu")(x)
     outputs = layers.Dense(11)(x)  # logits; class 0 is CTC's blank, digit d is d + 1
     return keras.Model(inputs, outputs, name="number_reader")
+
+
+def with_context(model):
+    """The model with a bidirectional LSTM over the frames added before its output layer, as
+    a residual branch whose last layer starts at zero: a trained model given the branch reads
+    exactly as before and learns to use the whole line from there. A model that has the
+    branch already is returned as it is."""
+    import keras
+    from keras import layers
+
+    if any(layer.name == "context" for layer in model.layers):
+        return model
+    frames, output = model.layers[-2].output, model.layers[-1]
+    branch = layers.Bidirectional(layers.LSTM(64, return_sequences=True), name="context")(frames)
+    branch = layers.Dense(frames.shape[-1], kernel_initializer="zeros", name="context_out")(branch)
+    x = layers.Add(name="context_add")([frames, branch])
+    return keras.Model(model.input, output(x), name="number_reader")
 
 
 def lines(numbers: list[nd.GeneratedNumber]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +143,7 @@ def main() -> None:
     x_val, y_val = lines(nd.generate(validation, 1000, (4, 4), seed=VALIDATION_SEED))
     truth = ["".join(str(c - 1) for c in row if c) for row in y_val]
     model = build_model() if args.resume is None else keras.models.load_model(args.resume)
+    model = with_context(model)
     model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
     args.out.mkdir(parents=True, exist_ok=True)
     best, history, epoch = -1.0, [], 0
