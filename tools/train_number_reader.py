@@ -142,8 +142,10 @@ def main() -> None:
     validation = nd.pool_from_mnist(data.x_train[50000:], data.y_train[50000:], "mnist-val")
     x_val, y_val = lines(nd.generate(validation, 1000, (4, 4), seed=VALIDATION_SEED))
     truth = ["".join(str(c - 1) for c in row if c) for row in y_val]
-    model = build_model() if args.resume is None else keras.models.load_model(args.resume)
-    model = with_context(model)
+    if args.resume is None:
+        model = build_model()
+    else:  # a model trained before the LSTM gets it grafted on; one with it goes on as it is
+        model = with_context(keras.models.load_model(args.resume))
     model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
     args.out.mkdir(parents=True, exist_ok=True)
     best, history, epoch = -1.0, [], 0
