@@ -159,7 +159,10 @@ def normalise_stroke(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     width = stroke_width(mask)
     steps = round((width - target) / 2)  # px to remove (or add) on each side
     steps = int(min(max(steps, -longer_side // 12), longer_side // 12))
-    if width > 1.5 * target and steps > 0:
+    # Under 2 * BOX px a stroke is a pixel or two wide, and one step of erosion takes whole
+    # strokes away: an 8x8 scan's 8 came out as a 1 (MNIST validation digits scanned at 8x8:
+    # 8s 90.4 % read, 95.2 % left bold; the 20 px box thins them enough).
+    if width > 1.5 * target and steps > 0 and longer_side >= 2 * BOX:
         return morphology.grey_erosion(ink, 2 * steps + 1)
     if width < 0.6 * target and steps < 0:
         return morphology.grey_dilation(ink, -2 * steps + 1)
