@@ -48,13 +48,14 @@ def test_shipped_model_and_card_are_in_the_package(recognizer):
 def test_no_held_out_style_trained_the_shipped_model(recognizer):
     """The generator's held-out styles score the model; none of them may have trained it."""
     from digit_recognizer import synth
+    from digit_recognizer.export import generated_images
 
     generated = recognizer.card["data"].get("generated") or {}  # None: MNIST alone trained it
-    for settings in generated.values():
-        hands = set(settings["hands"])
-        assert hands and hands <= set(synth.TRAIN_HANDS)
+    for split, settings in generated.items():
+        hands = {settings["hand"]["name"]} if split == "scans" else set(settings["hands"])
+        assert hands and hands <= {*synth.TRAIN_HANDS, synth.MNIST_SCAN.name}
         assert not hands & set(synth.HELD_OUT_HANDS)
-    added = generated.get("train", {}).get("images", 0)
+    added = generated_images(generated, "train")
     assert recognizer.card["training_data"][0].endswith(f"{added} generated")
 
 

@@ -52,6 +52,37 @@ def test_a_coarse_scan_keeps_only_the_detail_of_its_size():
         assert np.corrcoef(again, coarse)[0, 1] > 0.9
 
 
+def test_mnist_digits_as_coarse_scans(small_mnist):
+    """Deterministic for a seed; each scan, read through preprocessing, is still its digit
+    (close to the original's view) but blurred or blocky (not the same picture)."""
+    from digit_recognizer.robustness import preprocess_batch
+
+    images, labels = small_mnist.x_train[:40], small_mnist.y_train[:40]
+    views, kept = synth.scanned_views(images, labels, seed=5)
+    again, _ = synth.scanned_views(images, labels, seed=5)
+    assert np.array_equal(views, again) and np.array_equal(kept, labels)
+    assert not np.array_equal(views, synth.scanned_views(images, labels, seed=6)[0])
+    originals = preprocess_batch(255 - images.astype(np.float32))
+    for view, original in zip(views, originals, strict=True):
+        similarity = np.corrcoef(view.ravel(), original.ravel())[0, 1]
+        assert 0.3 < similarity < 0.995, similarity
+    assert synth.MNIST_SCAN.name not in synth.HANDS  # a training style, never a scoring one
+    with pytest.raises(ValueError, match="without ink"):
+        synth.render_scan(np.zeros((28, 28), np.uint8), np.random.default_rng(0))
+
+
+def test_a_block_scan_is_8x8_blocks_of_17_levels():
+    drawn = synth.render(8, "two_loops", "marker", np.random.default_rng(0))
+    image = np.where(drawn < 128, 255 - drawn, 0).astype(np.uint8)  # ink on black, no paper
+    scan = synth.block_scan(image)
+    assert scan.shape == (32, 32) and scan.dtype == np.uint8
+    blocks = scan.reshape(8, 4, 8, 4).transpose(0, 2, 1, 3).reshape(8, 8, 16)
+    assert (blocks == blocks[..., :1]).all()  # every 4x4 block one grey
+    levels = set(np.unique(scan)) - {255}
+    assert levels and levels <= {int(255 - k * 255 / 16) for k in range(1, 17)}
+    assert scan.min() < 128  # a block mostly ink is dark
+
+
 def test_held_out_hands_never_train():
     assert not set(synth.TRAIN_HANDS) & set(synth.HELD_OUT_HANDS)
     assert set(synth.TRAIN_HANDS) | set(synth.HELD_OUT_HANDS) == set(synth.HANDS)
@@ -66,16 +97,18 @@ def test_training_records_what_it_generated(tmp_path, small_mnist):
     from digit_recognizer.config import recipe_config
     from digit_recognizer.train import train
 
-    cfg = recipe_config("fast", epochs=1, limit=300, synth=0.2)
+    cfg = recipe_config("fast", epochs=1, limit=300, synth=0.2, scans=0.5)
     train(cfg, tmp_path / "run", data=small_mnist, verbose=0)
     data = read_json(tmp_path / "run" / "config.json")["data"]
-    generated = data["generated"]
+    generated, scans = data["generated"], data["generated"]["scans"]
     assert generated["train"]["hands"] == list(synth.TRAIN_HANDS)
     assert generated["train"]["version"] == synth.GENERATOR_VERSION
     assert generated["train"]["seed"] != generated["validation"]["seed"]
     mnist_train = round(0.9 * len(small_mnist.x_train))  # the rest is the validation split
-    assert data["train"] == mnist_train + generated["train"]["images"]
+    assert scans["train"]["images"] == round(0.5 * mnist_train)
+    assert data["train"] == mnist_train + generated["train"]["images"] + scans["train"]["images"]
     assert not set(generated["validation"]["hands"]) & set(synth.HELD_OUT_HANDS)
+    assert scans["hand"]["name"] == synth.MNIST_SCAN.name and scans["validation"]["images"] > 0
 
 
 def european_ones(hands: tuple[str, ...], count: int, seed: int) -> np.ndarray:

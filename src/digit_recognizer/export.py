@@ -70,14 +70,22 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     return folded
 
 
+def generated_images(generated: dict | None, split: str) -> int:
+    """How many generated images (drawn digits and coarse scans) a run added to `split`."""
+    generated = generated or {}
+    drawn = generated.get(split, {}).get("images", 0)
+    return drawn + generated.get("scans", {}).get(split, {}).get("images", 0)
+
+
 def provenance(config: dict) -> dict:
     """What trained the model and what only scored it, from a run's config.json. The held-out
     sets never train a model nor choose a setting."""
     from digit_recognizer.synth import HELD_OUT_HANDS
 
     data = config["data"]
-    generated = data.get("generated") or {}
-    added = generated.get("train", {}).get("images", 0)
+    generated = dict(data.get("generated") or {})
+    scans = generated.pop("scans", None)
+    added = generated_images(data.get("generated"), "train")
     training = [
         f"{data['train'] - added} images of the {data['dataset']} training set (the rest"
         f" of it is the validation split), {added} generated"
@@ -87,6 +95,13 @@ def provenance(config: dict) -> dict:
             f"generated ({split}): digit_recognizer.synth version {settings['version']}, "
             f"seed {settings['seed']}, styles {', '.join(settings['hands'])}, "
             f"{settings['images']} images"
+        )
+    if scans:
+        sizes = scans["hand"]["coarse"]
+        training.append(
+            f"coarse scans ({sizes[0]}-{sizes[-1]} px) of {scans['train']['images']} of those "
+            f"training digits and {scans['validation']['images']} validation digits: "
+            f"digit_recognizer.synth version {scans['version']}, style {scans['hand']['name']}"
         )
     return {
         "training_data": training,

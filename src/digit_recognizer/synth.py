@@ -129,6 +129,9 @@ HANDS = {
 TRAIN_HANDS = ("ballpoint", "marker", "tablet", "mouse", "scan")
 HELD_OUT_HANDS = ("felt_tip", "hairline", "bold_scan", "thin_fill", "bold_fill")
 CANVAS = 96  # px: strokes are drawn at this size, then scanned or kept
+# MNIST's own digits as coarse scans (`scanned_views`): the shapes MNIST has, at the few
+# pixels a scanned form gives a digit, which MNIST's 20x20 boxes never show. Training only.
+MNIST_SCAN = Hand("mnist_scan", (0, 0), 0, 0, 0, 0, True, (8, 10, 12, 16), 1.0, 1.0, (0.6, 0.95))
 
 
 def allograph_names() -> list[tuple[int, str]]:
@@ -217,6 +220,12 @@ def render(digit: int, allograph: str, hand_name: str, rng: np.random.Generator)
     draw = ImageDraw.Draw(ink)
     for stroke in strokes:
         _draw_stroke(draw, stroke, width, hand, rng)
+    return _on_paper(ink, hand, rng)
+
+
+def _on_paper(ink: Image.Image, hand: Hand, rng: np.random.Generator) -> np.ndarray:
+    """Ink (0-255, white is ink) scanned, blurred and put on paper as `hand` does: a
+    (CANVAS, CANVAS) uint8 grey image, dark ink on light paper."""
     ink = _scan(ink, hand, rng)
     if hand.blur:
         ink = ink.filter(ImageFilter.GaussianBlur(rng.uniform(0, hand.blur)))
@@ -295,3 +304,52 @@ def allograph_views(
     images = [render(digit, allograph, hands[k % len(hands)], rng) for k in range(count)]
     views, _ = preprocessed_views(images, np.full(count, digit, np.uint8))
     return views
+
+
+def render_scan(digit_image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An MNIST digit (28x28, light ink on black) as a coarse scan: its ink enlarged to a
+    random height of the canvas, reduced to 8-16 px and enlarged again (MNIST_SCAN), on paper.
+    A (CANVAS, CANVAS) uint8 grey image, dark ink on light paper."""
+    rows, cols = np.nonzero(digit_image)
+    if rows.size == 0:
+        raise ValueError("an image without ink cannot be scanned")
+    crop = Image.fromarray(digit_image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    height = rng.uniform(*MNIST_SCAN.size) * CANVAS
+    scale = min(height / crop.height, 0.98 * CANVAS / crop.width)
+    size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    room = np.array([CANVAS - size[0], CANVAS - size[1]])
+    left, top = (rng.uniform(0.25, 0.75, 2) * room).astype(int)
+    ink = Image.new("L", (CANVAS, CANVAS), 0)
+    ink.paste(crop.resize(size, Image.Resampling.BILINEAR), (int(left), int(top)))
+    return _on_paper(ink, MNIST_SCAN, rng)
+
+
+def scanned_views(
+    images: np.ndarray, labels: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST digits (N, 28, 28) as coarse scans read through preprocessing, like
+    `preprocessed_views`: (N, 28, 28) uint8 and their labels. Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    return preprocessed_views([render_scan(image, rng) for image in images], labels)
+
+
+def block_scan(digit_image: np.ndarray, blocks: int = 8, block: int = 4) -> np.ndarray:
+    """A digit (light ink on black) as the classic 8x8 scan of handwritten forms: its ink
+    box fitted into a square bitmap of blocks * block px (aspect kept), each block's count of
+    inked pixels a grey level (0 to block**2), every block drawn block x block px. A uint8
+    image of blocks * block px a side, dark ink on light paper."""
+    side = blocks * block
+    rows, cols = np.nonzero(digit_image > 40)
+    if rows.size == 0:
+        raise ValueError("an image without ink cannot be scanned")
+    crop = Image.fromarray(digit_image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    scale = side / max(crop.size)
+    size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    bitmap = np.zeros((side, side), np.uint8)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    bitmap[top : top + size[1], left : left + size[0]] = crop.resize(
+        size, Image.Resampling.BILINEAR
+    )
+    counts = (bitmap > 127).reshape(blocks, block, blocks, block).sum(axis=(1, 3))
+    grey = (255 - counts * (255 / block**2)).astype(np.uint8)
+    return np.kron(grey, np.ones((block, block), np.uint8))

@@ -172,33 +172,46 @@ GENERATED_VALIDATION = 2000
 
 
 def _with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
-    """Add generated digits (synth.TRAIN_HANDS only) to the training split, `cfg.synth` times
-    as many as it holds, and a fixed set of others to the validation split. Keras shuffles the
-    training images every epoch, so each batch mixes both sources. `provenance` records what
-    was added, for config.json and the model card."""
+    """Add generated digits to the training split and a fixed set of others to the
+    validation split: `cfg.synth` times as many drawn digits (synth.TRAIN_HANDS only) as the
+    training split holds, and `cfg.scans` of its MNIST digits again as coarse scans. Keras
+    shuffles the training images every epoch, so each batch mixes every source. `provenance`
+    records what was added, for config.json and the model card."""
     from digit_recognizer import synth
 
     x_tr, y_tr, x_val, y_val = split
-    if not cfg.synth:
-        return split
     val_count = GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
-    added = {}
-    for name, count, seed in (
-        ("train", round(cfg.synth * len(x_tr)), cfg.synth_seed),
-        ("validation", val_count, cfg.synth_seed + 1),
-    ):
-        settings = synth.SynthConfig(count=count, seed=seed)
-        added[name] = synth.preprocessed_views(*synth.training_set(settings))
-        provenance[name] = {**settings.as_dict(), "images": len(added[name][1])}
+    added: dict[str, list] = {"train": [], "validation": []}
+    if cfg.synth:
+        for name, count, seed in (
+            ("train", round(cfg.synth * len(x_tr)), cfg.synth_seed),
+            ("validation", val_count, cfg.synth_seed + 1),
+        ):
+            settings = synth.SynthConfig(count=count, seed=seed)
+            added[name].append(synth.preprocessed_views(*synth.training_set(settings)))
+            provenance[name] = {**settings.as_dict(), "images": len(added[name][-1][1])}
+    if cfg.scans:
+        provenance["scans"] = {"share": cfg.scans, "hand": asdict(synth.MNIST_SCAN),
+                               "version": synth.GENERATOR_VERSION}  # fmt: skip
+        for name, (x, y), count, seed in (
+            ("train", (x_tr, y_tr), round(cfg.scans * len(x_tr)), cfg.synth_seed + 2),
+            ("validation", (x_val, y_val), min(val_count, len(x_val)), cfg.synth_seed + 3),
+        ):
+            chosen = np.random.default_rng(seed).choice(len(x), count, replace=False)
+            added[name].append(synth.scanned_views(x[chosen], y[chosen], seed))
+            provenance["scans"][name] = {"seed": seed, "images": len(added[name][-1][1])}
+    if not added["train"]:
+        return split
     log.info(
         "added %d generated digits to training, %d to validation",
-        len(added["train"][1]), len(added["validation"][1]),
+        sum(len(y) for _, y in added["train"]), sum(len(y) for _, y in added["validation"]),
     )  # fmt: skip
     return (
-        np.concatenate([x_tr, added["train"][0]]), np.concatenate([y_tr, added["train"][1]]),
-        np.concatenate([x_val, added["validation"][0]]),
-        np.concatenate([y_val, added["validation"][1]]),
-    )  # fmt: skip
+        np.concatenate([x_tr, *(x for x, _ in added["train"])]),
+        np.concatenate([y_tr, *(y for _, y in added["train"])]),
+        np.concatenate([x_val, *(x for x, _ in added["validation"])]),
+        np.concatenate([y_val, *(y for _, y in added["validation"])]),
+    )
 
 
 def _record_config(
