@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from digit_recognizer.preprocess import ink_extent
+
 GENERATOR_VERSION = 1  # raise when a change alters the images a seed gives
 
 Stroke = list[tuple[float, float]]  # control points in a unit box: x right, y down
@@ -306,14 +308,20 @@ def allograph_views(
     return views
 
 
+def _ink_box(digit_image: np.ndarray, threshold: int) -> Image.Image:
+    """The box around a digit's pixels over `threshold` (light ink on black), as a picture."""
+    mask = digit_image > threshold
+    if not mask.any():
+        raise ValueError("an image without ink cannot be scanned")
+    top, bottom, left, right = ink_extent(mask)
+    return Image.fromarray(digit_image[top : bottom + 1, left : right + 1])
+
+
 def render_scan(digit_image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An MNIST digit (28x28, light ink on black) as a coarse scan: its ink enlarged to a
     random height of the canvas, reduced to 8-16 px and enlarged again (MNIST_SCAN), on paper.
     A (CANVAS, CANVAS) uint8 grey image, dark ink on light paper."""
-    rows, cols = np.nonzero(digit_image)
-    if rows.size == 0:
-        raise ValueError("an image without ink cannot be scanned")
-    crop = Image.fromarray(digit_image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    crop = _ink_box(digit_image, 0)
     height = rng.uniform(*MNIST_SCAN.size) * CANVAS
     scale = min(height / crop.height, 0.98 * CANVAS / crop.width)
     size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
@@ -339,10 +347,7 @@ def block_scan(digit_image: np.ndarray, blocks: int = 8, block: int = 4) -> np.n
     inked pixels a grey level (0 to block**2), every block drawn block x block px. A uint8
     image of blocks * block px a side, dark ink on light paper."""
     side = blocks * block
-    rows, cols = np.nonzero(digit_image > 40)
-    if rows.size == 0:
-        raise ValueError("an image without ink cannot be scanned")
-    crop = Image.fromarray(digit_image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    crop = _ink_box(digit_image, 40)
     scale = side / max(crop.size)
     size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
     bitmap = np.zeros((side, side), np.uint8)
