@@ -237,6 +237,43 @@ def test_the_recurrent_branch_starts_at_zero_so_a_trained_model_reads_as_before(
     np.testing.assert_array_equal(before, after)
 
 
+def test_a_digit_window_is_the_line_around_its_frame():
+    view = np.zeros((nr.HEIGHT, nr.WIDTH), np.float32)
+    view[:, 50] = 255  # frame 12 spans columns 48-51
+    windows = nr.digit_windows(view, [12, 0, nr.FRAMES - 1])
+    assert windows.shape == (3, nr.HEIGHT, nr.WINDOW)
+    assert np.flatnonzero(windows[0].sum(axis=0)).tolist() == [nr.WINDOW // 2]
+    assert windows[1].sum() == windows[2].sum() == 0  # black past the line's ends
+
+
+def test_the_context_model_has_a_say_in_every_digit(monkeypatch):
+    """A context model sure that every digit is a 7 turns the number into 7s: its reading
+    is multiplied into each digit's, touching or not."""
+    reader = Recognizer()
+    path = files("touching", 1)[0]
+    length = len(reader.read_number(path).number)
+    sevens = np.eye(10, dtype=np.float32)[7]
+    monkeypatch.setattr(reader.number_reader, "in_context", lambda w: np.tile(sevens, (len(w), 1)))
+    assert reader.read_number(path, digit_model=False).number == "7" * length
+
+
+def test_context_windows_are_labelled_with_the_digits_the_number_model_placed():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ctx", REPO / "tools/train_context_reader.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    numbers = nd.generate(pool(), 12, (2, 5), seed=3)
+    reader = nr.NumberReader()
+    x, y, left_out = trainer.windows(numbers, reader)
+    placed = [nr.greedy_decode(reader.logits(nr.line_view(n.image).view[None])[0]) for n in numbers]
+    kept = [n.text for n, found in zip(numbers, placed, strict=True) if len(found) == len(n.text)]
+    assert y.tolist() == [int(c) for text in kept for c in text]
+    assert left_out == len(numbers) - len(kept) < len(numbers)
+    assert x.shape == (len(y), nr.HEIGHT, nr.WINDOW) and x.dtype == np.uint8
+    assert trainer.build_model().output_shape == (None, 10)
+
+
 # --- CLI and API ---------------------------------------------------------------------------
 
 

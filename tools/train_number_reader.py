@@ -26,7 +26,7 @@ import numpy as np
 
 from digit_recognizer import number_data as nd
 from digit_recognizer import synth
-from digit_recognizer.artifacts import library_versions, sha256_file, write_json
+from digit_recognizer.artifacts import library_versions, sha256_file, ship_model, write_json
 from digit_recognizer.errors import NoDigitError
 from digit_recognizer.number_reader import (
     DEFAULT_NUMBER_MODEL,
@@ -198,8 +198,7 @@ def main() -> None:
     card["onnx_sha256"] = sha256_file(onnx)
     write_json(args.out / "card.json", card)
     if args.ship:
-        DEFAULT_NUMBER_MODEL.write_bytes(onnx.read_bytes())
-        write_json(DEFAULT_NUMBER_MODEL.with_name("number_model_card.json"), card)
+        ship_model(onnx, card, DEFAULT_NUMBER_MODEL)
     print(f"best validation {best:.2%} after {epoch} epochs; model in {args.out}")
 
 

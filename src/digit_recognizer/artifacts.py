@@ -70,6 +70,13 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def ship_model(onnx: Path, card: dict, asset: Path) -> None:
+    """A trained ONNX file copied into the package as `asset`, its card beside it
+    (`<asset's stem>_card.json`), each written atomically."""
+    write_bytes(asset, onnx.read_bytes())
+    write_json(asset.with_name(f"{asset.stem}_card.json"), card)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

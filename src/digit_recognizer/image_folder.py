@@ -163,7 +163,7 @@ def score_numbers(folder: Path, read, load=lambda path: path) -> dict:
 
 def evaluate_numbers(folder: Path, model: str | Path | None = None, reader: str = "number"):
     """`score_numbers` for one of NUMBER_READERS: "number" (Recognizer.read_number),
-    "sequence" (its sequence model alone), "row" (read_row: one connected blob per digit);
+    "sequence" (without the digit model), "row" (read_row: one connected blob per digit);
     the image's decoding is timed with it."""
     from digit_recognizer.predict import Recognizer
 

@@ -7,10 +7,13 @@ likely each digit or "nothing" (CTC's blank) is there. Greedy decoding keeps the
 most likely class of each frame, merges repeats and drops blanks. Between two digits' frames
 the line is cut at the column with the least ink: a digit's box spans the columns between its
 cuts and the rows its ink fills there. Its probabilities are its frame's (blank left out),
-multiplied by the digit model's when the digit stands apart (see `NumberReader.read`).
+multiplied by a second network's, which reads the 32x32 stretch of the line around the frame
+(the digit with the edges of its neighbours), and by the digit model's when the digit stands
+apart (see `NumberReader.read`).
 
-The network is trained by tools/train_number_reader.py (CTC loss, keras.losses.CTC) and runs
-here in ONNX Runtime. Imports NumPy, Pillow and onnxruntime only.
+The networks are trained by tools/train_number_reader.py (CTC loss, keras.losses.CTC) and
+tools/train_context_reader.py and run here in ONNX Runtime. Imports NumPy, Pillow and
+onnxruntime only.
 
 reader = NumberReader()
 reading = reader.read(grey)       # reading.number "2025", reading.confidence, reading.digits
@@ -31,9 +34,11 @@ from digit_recognizer.preprocess import digit_from_ink, halve, ink_extent, ink_m
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_NUMBER_MODEL = ASSETS / "number_model.onnx"
+DEFAULT_CONTEXT_MODEL = ASSETS / "context_model.onnx"
 HEIGHT, WIDTH = 32, 192  # the line the network reads, px
 STRIDE = 4  # columns per output frame
 FRAMES = WIDTH // STRIDE
+WINDOW = 32  # columns of the line around a digit's frame that the context model reads
 BLANK = 0  # CTC's blank; digit d is class d + 1
 MARGIN = 2  # px of black around the ink in the line
 COARSE = 512  # images with a shorter side past this are searched for ink at a lower scale
@@ -210,28 +215,57 @@ def digit_views(line: Line, spans: list[tuple[int, int]]) -> np.ndarray:
     return np.stack(views)
 
 
-class NumberReader:
-    """An ONNX Runtime session over the number model."""
+def digit_windows(view: np.ndarray, frames: list[int]) -> np.ndarray:
+    """The WINDOW columns of the line centred on each digit's frame (black past its ends):
+    the digit with the edges of its neighbours, as the context model reads it."""
+    half = WINDOW // 2
+    padded = np.pad(np.asarray(view, np.float32), ((0, 0), (half, half)))
+    centres = [int((frame + 0.5) * STRIDE) + half for frame in frames]
+    return np.stack([padded[:, c - half : c + half] for c in centres])
 
-    def __init__(self, model: str | Path | None = None, threads: int = 1):
+
+class NumberReader:
+    """ONNX Runtime sessions over the number model and the context model."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        threads: int = 1,
+        context_model: str | Path | None = None,
+    ):
         from digit_recognizer.predict import open_session
 
         self.model_path = Path(model) if model else DEFAULT_NUMBER_MODEL
         self.session = open_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.context_path = Path(context_model) if context_model else DEFAULT_CONTEXT_MODEL
+        self.threads = threads
+        self._context_session = None  # opened on first read (training it needs logits only)
 
     def logits(self, views: np.ndarray) -> np.ndarray:
         """(N, HEIGHT, WIDTH) lines -> (N, FRAMES, 11) logits."""
         batch = np.asarray(views, np.float32).reshape(-1, HEIGHT, WIDTH, 1)
         return self.session.run(None, {self.input_name: batch})[0]
 
+    def in_context(self, windows: np.ndarray) -> np.ndarray:
+        """(N, HEIGHT, WINDOW) stretches of a line -> (N, 10) probabilities of their digit."""
+        from digit_recognizer.predict import open_session
+
+        if self._context_session is None:
+            self._context_session = open_session(self.context_path, self.threads)
+        batch = np.asarray(windows, np.float32).reshape(-1, HEIGHT, WINDOW, 1)
+        session = self._context_session
+        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
     def read(self, grey: np.ndarray, digit_model=None) -> NumberReading:
-        """Read the number in a grey image. With `digit_model` (28x28 views -> (N, 10)
-        probabilities), each digit that stands apart is also read by it from its own columns
-        and the two readings are multiplied: the sequence model says how many digits and
-        where, the digit model, trained on far more digits, helps say which. (A digit that
-        touches a neighbour keeps the sequence model's reading: cut out at columns, it brings
-        pieces of the neighbour with it.) Raises NoDigitError if there is none."""
+        """Read the number in a grey image. The sequence model says how many digits and
+        where; each digit's reading is its frame's multiplied by the context model's, which
+        reads the stretch of line around it, neighbours' edges included. With `digit_model`
+        (28x28 views -> (N, 10) probabilities), a digit that stands apart is also read by it
+        from its own columns and multiplied in: trained on far more digits, it helps say
+        which. (A digit that touches a neighbour is not: cut out at columns, it brings pieces
+        of the neighbour that the digit model never saw.) Raises NoDigitError if there is
+        none."""
         line = line_view(grey)
         logits = self.logits(line.view[np.newaxis])[0]
         decoded = greedy_decode(logits)
@@ -240,6 +274,7 @@ class NumberReader:
         frames = [frame for _, frame, _ in decoded]
         spans, apart = _spans(line, frames)
         probabilities = softmax(logits[frames])[:, 1:]  # without the blank
+        probabilities *= self.in_context(digit_windows(line.view, frames))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         alone = [k for k, isolated in enumerate(apart) if isolated]
         if digit_model is not None and alone:

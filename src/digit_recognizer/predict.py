@@ -186,7 +186,7 @@ class Recognizer:
     ) -> NumberReading:
         """Read a whole number (a year, a meter reading), its digits touching or not, from an
         image (bytes, path, PIL image or grey array). `digit_model=False` leaves the digit
-        model out (the sequence model alone, for comparison)."""
+        model out (the number and context models alone, for comparison)."""
         if isinstance(source, np.ndarray):
             grey = np.asarray(source, np.float32)
             size = grey.shape[::-1]

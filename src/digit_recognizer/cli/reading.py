@@ -210,7 +210,7 @@ def evaluate_numbers(
     reader: Annotated[
         str,
         typer.Option(
-            help="number (the shipped reader), sequence (its sequence model alone) or row "
+            help="number (the shipped reader), sequence (without the digit model) or row "
             "(one connected blob per digit, as --multi read before)."
         ),
     ] = "number",
