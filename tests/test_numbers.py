@@ -246,6 +246,13 @@ def test_a_digit_window_is_the_line_around_its_frame():
     assert windows[1].sum() == windows[2].sum() == 0  # black past the line's ends
 
 
+def test_two_sure_and_opposite_readings_still_give_a_distribution():
+    sure = np.eye(10, dtype=np.float32)
+    both = nr.multiplied(sure[[3, 5]], sure[[8, 5]])
+    assert np.isfinite(both).all() and np.allclose(both.sum(axis=1), 1)
+    assert both[1].argmax() == 5 and both[1].max() > 0.99
+
+
 def test_the_context_model_has_a_say_in_every_digit(monkeypatch):
     """A context model sure that every digit is a 7 turns the number into 7s: its reading
     is multiplied into each digit's, touching or not."""

@@ -274,18 +274,24 @@ class NumberReader:
         frames = [frame for _, frame, _ in decoded]
         spans, apart = _spans(line, frames)
         probabilities = softmax(logits[frames])[:, 1:]  # without the blank
-        probabilities *= self.in_context(digit_windows(line.view, frames))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = multiplied(probabilities, self.in_context(digit_windows(line.view, frames)))
         alone = [k for k, isolated in enumerate(apart) if isolated]
         if digit_model is not None and alone:
             views = digit_views(line, [spans[k] for k in alone])
-            both = probabilities[alone] * digit_model(views)
-            probabilities[alone] = both / both.sum(axis=1, keepdims=True)
+            probabilities[alone] = multiplied(probabilities[alone], digit_model(views))
         digits = [
             NumberDigit(int(np.argmax(p)), float(p.max()), _box(line, *span))
             for p, span in zip(probabilities, spans, strict=True)
         ]
         return NumberReading(digits, line.view)
+
+
+def multiplied(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Two readings of the same digits (rows of probabilities) combined, each row summing to
+    1. Each probability is floored first: two sure and opposite readings whose products all
+    underflow to 0 still give a distribution, not 0/0."""
+    both = np.maximum(p, 1e-12).astype(np.float64) * np.maximum(q, 1e-12)
+    return both / both.sum(axis=1, keepdims=True)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
