@@ -45,7 +45,6 @@ from digit_recognizer.number_reader import (
 
 CHUNK = 1000  # numbers a worker makes at a time
 MNIST_SHARE = 0.75  # of the training numbers; the rest from generated handwriting
-VALIDATION_SEED = 1  # the number model's validation numbers (tools/train_number_reader.py)
 
 
 def build_model():
@@ -110,14 +109,6 @@ def training_windows(count: int):
     return x, y, sum(p[2] for p in parts)
 
 
-def validation_windows():
-    from digit_recognizer.data import load_dataset
-
-    data = load_dataset("mnist")
-    pool = nd.pool_from_mnist(data.x_train[50000:], data.y_train[50000:], "mnist-val")
-    return windows(nd.generate(pool, 1000, (4, 4), seed=VALIDATION_SEED), NumberReader())
-
-
 def main() -> None:
     import keras
 
@@ -133,8 +124,9 @@ def main() -> None:
     parser.add_argument("--ship", action="store_true", help="write the ONNX model into assets/")
     args = parser.parse_args()
     start = time.time()
+    data = load_dataset("mnist")
     x, y, left_out = training_windows(args.numbers)
-    x_val, y_val, _ = validation_windows()
+    x_val, y_val, _ = windows(nd.validation_numbers(data.x_train, data.y_train), NumberReader())
     print(f"{len(x)} training windows ({left_out} numbers left out), {len(x_val)} validation")
     keras.utils.set_random_seed(args.seed)
     steps = args.epochs * int(np.ceil(len(x) / 256))
@@ -170,7 +162,7 @@ def main() -> None:
             "mnist": f"train[:50000] digits, {MNIST_SHARE:.0%} of the numbers",
             "generated_handwriting": f"training hands {list(synth.TRAIN_HANDS)}",
             "placed_by": "the shipped number model (number_model.onnx)",
-            "mnist_checksums": load_dataset("mnist").checksums,
+            "mnist_checksums": data.checksums,
         },
         "validation": "windows of 1,000 four-digit numbers from MNIST train[50000:]",
         "held_out": "data/numbers: MNIST test digits and held-out hands only",

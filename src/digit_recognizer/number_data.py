@@ -241,3 +241,11 @@ def generate(
         how = renders[int(rng.integers(len(renders)))]
         numbers.append(make_number(pool, text, spacing, how, rng, index))
     return numbers
+
+
+def validation_numbers(x_train: np.ndarray, y_train: np.ndarray) -> list[GeneratedNumber]:
+    """The number readers' validation numbers: 1,000 four-digit numbers from MNIST's last
+    10,000 training digits, which no number reader trains on. Fixed (one seed), so sittings
+    and models compare on the same numbers."""
+    pool = pool_from_mnist(x_train[50000:], y_train[50000:], "mnist-val")
+    return generate(pool, 1000, (4, 4), seed=1)
