@@ -37,6 +37,7 @@ ship-number-model: install
 	$(BIN)/python tools/train_context_reader.py --epochs 4 --out runs/context
 	$(BIN)/python tools/train_context_reader.py --resume runs/context/model.keras --epochs 3 \
 		--learning-rate 1e-3 --seed 1 --out runs/context-more --ship
+	$(BIN)/python tools/calibrate_number_reader.py
 	$(BIN)/digits evaluate-numbers data/numbers
 
 # The segmentation reader the shipped number reader was chosen over, fitted and scored.

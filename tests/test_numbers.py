@@ -188,12 +188,60 @@ def test_boxes_cover_the_digits(recognizer):
 def test_confidences_and_the_json_shape(recognizer):
     reading = recognizer.read_number(files("separated", 1)[0])
     record = reading.as_dict()
-    assert set(record) == {"number", "confidence", "digits"}
+    assert set(record) == {"number", "confidence", "unsure", "digits"}
     assert record["confidence"] == pytest.approx(
         np.prod([d["confidence"] for d in record["digits"]]), abs=1e-5
     )
     for digit in record["digits"]:
-        assert set(digit) == {"digit", "confidence", "box"} and 0 < digit["confidence"] <= 1
+        assert set(digit) == {
+            "digit", "confidence", "runner_up", "runner_up_probability", "unsure", "box"
+        }  # fmt: skip
+        assert 0 <= digit["runner_up_probability"] <= digit["confidence"] <= 1
+        assert digit["runner_up"] != digit["digit"]
+    assert record["unsure"] == any(d["unsure"] for d in record["digits"])
+
+
+def test_a_digit_names_its_runner_up_and_is_unsure_within_the_margin():
+    close = np.array([0, 0.5, 0, 0, 0, 0, 0, 0.45, 0, 0.05])
+    digit = nr.number_digit(close, (1, 2, 3, 4), margin=0.1)
+    assert (digit.digit, digit.runner_up, digit.unsure) == (1, 7, True)
+    assert digit.runner_up_probability == pytest.approx(0.45)
+    assert not nr.number_digit(close, (1, 2, 3, 4), margin=0.04).unsure
+    assert not nr.number_digit(close, (1, 2, 3, 4)).unsure  # no margin: never unsure
+
+
+def test_the_reader_is_calibrated_by_its_number_models_card(tmp_path):
+    """The shipped card softens the three readings multiplied (a temperature above 1) and
+    names a margin; the same model without its card reads the same number, more sure of
+    each digit, and is never unsure."""
+    shipped = nr.NumberReader()
+    assert shipped.temperature > 1 and 0 < shipped.unsure_margin < 1
+    bare = tmp_path / "number_model.onnx"
+    bare.write_bytes(nr.DEFAULT_NUMBER_MODEL.read_bytes())
+    uncalibrated = nr.NumberReader(bare)
+    assert (uncalibrated.temperature, uncalibrated.unsure_margin) == (1.0, 0.0)
+    grey = np.asarray(Image.open(files("touching", 1)[0]).convert("L"), np.float32)
+    calibrated, raw = shipped.read(grey), uncalibrated.read(grey)
+    assert calibrated.number == raw.number and not raw.unsure
+    for soft, sharp in zip(calibrated.digits, raw.digits, strict=True):
+        assert soft.confidence < sharp.confidence and soft.box == sharp.box
+
+
+def test_calibration_softens_over_confident_readings_and_flags_the_closest_calls():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cal", REPO / "tools/calibrate_number_reader.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000)
+    logits = rng.normal(0, 1, (4000, 10))
+    logits[np.arange(4000), labels] += 2.5  # right about 80 % of the time ...
+    sharp = nr.softmax(6 * logits)  # ... and far surer than that
+    result = tool.calibration(sharp, labels, numbers=1000)
+    assert result["temperature"] > 2
+    assert result["validation_ece_calibrated"] < result["validation_ece"] / 2
+    assert result["unsure"]["validation_flagged"] == pytest.approx(0.01, abs=0.003)
 
 
 @settings(max_examples=40, deadline=None)
@@ -288,8 +336,9 @@ def test_predict_number_prints_the_number_and_json_matches_the_api(client, tmp_p
     path = files("touching", 1)[0]
     plain = digits("predict", "--number", "--show", str(tmp_path), str(path))
     assert plain.returncode == 0, plain.stderr
-    shown, number, confidence = plain.stdout.strip().split("\t")
+    shown, number, confidence, *doubt = plain.stdout.strip().split("\t")
     assert shown == str(path) and number.isdigit() and 0 < float(confidence) <= 1
+    assert len(doubt) <= 1 and all(d.startswith("unsure: digit ") for d in doubt)
     line = Image.open(tmp_path / f"{path.stem}_line_32x192.png")  # what the number model read
     assert line.size == (8 * 192, 8 * 32)
     record = json.loads(digits("predict", "--multi", "--json", str(path)).stdout)
@@ -310,8 +359,21 @@ def test_evaluate_numbers_reports_each_subset(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert set(report["subsets"]) == {"separated", "touching"}
-    assert all(t["numbers"] == 3 for t in report["subsets"].values())
+    for tally in report["subsets"].values():
+        assert tally["numbers"] == 3 and 0 <= tally["unsure_share"] <= 1
+        assert tally["unsure_wrong"] <= min(tally["unsure"], 3 - tally["right"])
     assert digits("evaluate-numbers", str(tmp_path / "none")).returncode == 1
+
+
+def test_unsure_digits_are_marked_in_the_terminal():
+    from digit_recognizer.cli.reading import _format_number
+
+    box = (0, 0, 1, 1)
+    sure, unsure = nr.NumberDigit(2, 0.99, box, 7, 0.01), nr.NumberDigit(0, 0.5, box, 6, 0.4, True)
+    view = np.zeros((nr.HEIGHT, nr.WIDTH), np.float32)
+    line = _format_number(REPO / "a.png", nr.NumberReading([sure, unsure, sure], view))
+    assert line.split("\t")[1:] == ["202", "0.4900", "unsure: digit 2 is 0 or 6?"]
+    assert "unsure" not in _format_number(REPO / "a.png", nr.NumberReading([sure], view))
 
 
 def png(image: Image.Image) -> bytes:

@@ -29,7 +29,7 @@ import numpy as np
 from digit_recognizer import morphology
 from digit_recognizer.errors import NoDigitError
 from digit_recognizer.greystats import median
-from digit_recognizer.number_reader import NumberDigit, NumberReading
+from digit_recognizer.number_reader import NumberReading, number_digit
 from digit_recognizer.preprocess import digit_from_ink, halve, ink_map, ink_mask, stroke_width
 
 WEIGHTS = Path("runs/segmentation/weights.json")  # written by compare_segmentation_reader.py
@@ -327,11 +327,6 @@ def read_number(
     ])  # fmt: skip
     chosen = choose(found, all_cuts, probs, rows, weights)
     digits = [
-        NumberDigit(
-            int(np.argmax(probs[k])),
-            float(probs[k].max()),
-            box(line, areas[found[k].blob], found[k].mask),
-        )
-        for k in chosen
+        number_digit(probs[k], box(line, areas[found[k].blob], found[k].mask)) for k in chosen
     ]
     return NumberReading(digits, view=line.ink)

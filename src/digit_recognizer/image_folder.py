@@ -128,9 +128,11 @@ NUMBER_READERS = ("number", "sequence", "row")
 
 
 def score_numbers(folder: Path, read, load=lambda path: path) -> dict:
-    """Whole-number and per-digit accuracy of `read(load(path)) -> "2025"` on a folder of
-    labelled numbers, per subset (the name's second field up to its first dash), with the
-    median time of `read` (what `load` does is not timed). A reading error counts as ""."""
+    """Whole-number and per-digit accuracy of `read(load(path))` on a folder of labelled
+    numbers, per subset (the name's second field up to its first dash), with the median time
+    of `read` (what `load` does is not timed). `read` gives the number ("2025") or a reading
+    with `.number` and `.unsure`; then how many numbers, and how many misread ones, it calls
+    unsure is counted too. A reading error counts as ""."""
     import time
 
     subsets: dict[str, dict] = {}
@@ -139,20 +141,30 @@ def score_numbers(folder: Path, read, load=lambda path: path) -> dict:
         source = load(path)
         start = time.perf_counter()
         try:
-            text = read(source)
+            result = read(source)
         except DigitsError:
-            text = ""
+            result = ""
         seconds.append(time.perf_counter() - start)
-        tally = subsets.setdefault(subset, {"numbers": 0, "right": 0, "digits": 0, "errors": 0})
+        text = result if isinstance(result, str) else result.number
+        unsure = False if isinstance(result, str) else result.unsure
+        tally = subsets.setdefault(
+            subset, {"numbers": 0, "right": 0, "digits": 0, "errors": 0, "unsure": 0,
+                     "unsure_wrong": 0}
+        )  # fmt: skip
         tally["numbers"] += 1
         tally["right"] += text == truth
         tally["digits"] += len(truth)
         tally["errors"] += min(edit_distance(text, truth), len(truth))
+        tally["unsure"] += unsure
+        tally["unsure_wrong"] += unsure and text != truth
         if text != truth:
-            mistakes.append({"file": str(path), "number": truth, "read": text})
+            mistakes.append({"file": str(path), "number": truth, "read": text, "unsure": unsure})
     for tally in subsets.values():
         tally["accuracy"] = tally["right"] / tally["numbers"]
         tally["digit_accuracy"] = 1 - tally["errors"] / tally["digits"]
+        tally["unsure_share"] = tally["unsure"] / tally["numbers"]
+        wrong = tally["numbers"] - tally["right"]
+        tally["wrong_called_unsure"] = tally["unsure_wrong"] / wrong if wrong else None
     return {
         "folder": str(folder),
         "subsets": dict(sorted(subsets.items())),
@@ -172,6 +184,6 @@ def evaluate_numbers(folder: Path, model: str | Path | None = None, reader: str 
         read = lambda path: "".join(str(p.digit) for p in recognizer.read_row(path))  # noqa: E731
     else:
         helped = reader == "number"
-        read = lambda path: recognizer.read_number(path, digit_model=helped).number  # noqa: E731
+        read = lambda path: recognizer.read_number(path, digit_model=helped)  # noqa: E731
     report = score_numbers(folder, read)
     return {"model": str(recognizer.model_path), "reader": reader, **report}

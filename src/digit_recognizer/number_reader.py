@@ -9,11 +9,13 @@ the line is cut at the column with the least ink: a digit's box spans the column
 cuts and the rows its ink fills there. Its probabilities are its frame's (blank left out),
 multiplied by a second network's, which reads the 32x32 stretch of the line around the frame
 (the digit with the edges of its neighbours), and by the digit model's when the digit stands
-apart (see `NumberReader.read`).
+apart (see `NumberReader.digit_probabilities`). Three readings multiplied are over-confident:
+a temperature fitted on validation numbers softens them, and a digit whose runner-up comes
+within the margin chosen there is called unsure.
 
 The networks are trained by tools/train_number_reader.py (CTC loss, keras.losses.CTC) and
-tools/train_context_reader.py and run here in ONNX Runtime. Imports NumPy, Pillow and
-onnxruntime only.
+tools/train_context_reader.py, calibrated by tools/calibrate_number_reader.py, and run here in
+ONNX Runtime. Imports NumPy, Pillow and onnxruntime only.
 
 reader = NumberReader()
 reading = reader.read(grey)       # reading.number "2025", reading.confidence, reading.digits
@@ -23,7 +25,7 @@ reading = reader.read(grey)       # reading.number "2025", reading.confidence, r
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,20 @@ class NumberDigit:
     digit: int
     confidence: float
     box: tuple[int, int, int, int]  # left, top, right, bottom in the image, px
+    runner_up: int  # the second most probable digit
+    runner_up_probability: float
+    unsure: bool = False  # the runner-up came close: the digit may as well be it
+
+
+def number_digit(
+    probabilities: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0
+) -> NumberDigit:
+    """A digit read with these ten probabilities: the most probable, the runner-up, and
+    whether their gap is under `margin` (unsure)."""
+    second, first = (int(k) for k in np.argsort(probabilities)[-2:])
+    gap = probabilities[first] - probabilities[second]
+    return NumberDigit(first, float(probabilities[first]), box, second,
+                       float(probabilities[second]), bool(gap < margin))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,14 +85,19 @@ class NumberReading:
         """Probability that every digit is right, if the digits' errors are independent."""
         return float(np.prod([d.confidence for d in self.digits]))
 
+    @property
+    def unsure(self) -> bool:
+        """Some digit's runner-up came close."""
+        return any(d.unsure for d in self.digits)
+
     def scaled(self, x: float, y: float) -> NumberReading:
         """The same reading with its boxes in an image `x` times wider, `y` times taller (the
         image it was read from had been shrunk)."""
         if x == y == 1:
             return self
         digits = [
-            NumberDigit(d.digit, d.confidence, (round(d.box[0] * x), round(d.box[1] * y),
-                                                round(d.box[2] * x), round(d.box[3] * y)))
+            replace(d, box=(round(d.box[0] * x), round(d.box[1] * y),
+                            round(d.box[2] * x), round(d.box[3] * y)))
             for d in self.digits
         ]  # fmt: skip
         return NumberReading(digits, self.view)
@@ -85,8 +106,16 @@ class NumberReading:
         return {
             "number": self.number,
             "confidence": round(self.confidence, 6),
+            "unsure": self.unsure,
             "digits": [
-                {"digit": d.digit, "confidence": round(d.confidence, 6), "box": list(d.box)}
+                {
+                    "digit": d.digit,
+                    "confidence": round(d.confidence, 6),
+                    "runner_up": d.runner_up,
+                    "runner_up_probability": round(d.runner_up_probability, 6),
+                    "unsure": d.unsure,
+                    "box": list(d.box),
+                }
                 for d in self.digits
             ],
         }
@@ -233,7 +262,7 @@ class NumberReader:
         threads: int = 1,
         context_model: str | Path | None = None,
     ):
-        from digit_recognizer.predict import open_session
+        from digit_recognizer.predict import load_card, open_session
 
         self.model_path = Path(model) if model else DEFAULT_NUMBER_MODEL
         self.session = open_session(self.model_path, threads)
@@ -241,6 +270,11 @@ class NumberReader:
         self.context_path = Path(context_model) if context_model else DEFAULT_CONTEXT_MODEL
         self.threads = threads
         self._context_session = None  # opened on first read (training it needs logits only)
+        # Fitted on the validation numbers (tools/calibrate_number_reader.py) and carried by
+        # the number model's card; without it digits are read as the models say, never unsure.
+        calibration = load_card(self.model_path).get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.unsure_margin = float(calibration.get("unsure", {}).get("margin", 0.0))
 
     def logits(self, views: np.ndarray) -> np.ndarray:
         """(N, HEIGHT, WIDTH) lines -> (N, FRAMES, 11) logits."""
@@ -258,14 +292,30 @@ class NumberReader:
         return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
     def read(self, grey: np.ndarray, digit_model=None) -> NumberReading:
-        """Read the number in a grey image. The sequence model says how many digits and
-        where; each digit's reading is its frame's multiplied by the context model's, which
-        reads the stretch of line around it, neighbours' edges included. With `digit_model`
-        (28x28 views -> (N, 10) probabilities), a digit that stands apart is also read by it
-        from its own columns and multiplied in: trained on far more digits, it helps say
-        which. (A digit that touches a neighbour is not: cut out at columns, it brings pieces
-        of the neighbour that the digit model never saw.) Raises NoDigitError if there is
+        """Read the number in a grey image: its digits (see `digit_probabilities`), each
+        with its calibrated probability, runner-up and box. Raises NoDigitError if there is
         none."""
+        from digit_recognizer.predict import apply_temperature
+
+        line, spans, probabilities = self.digit_probabilities(grey, digit_model)
+        probabilities = apply_temperature(probabilities, self.temperature)
+        digits = [
+            number_digit(p, _box(line, *span), self.unsure_margin)
+            for p, span in zip(probabilities, spans, strict=True)
+        ]
+        return NumberReading(digits, line.view)
+
+    def digit_probabilities(
+        self, grey: np.ndarray, digit_model=None
+    ) -> tuple[Line, list[tuple[int, int]], np.ndarray]:
+        """The line read, each digit's columns in its ink and (N, 10) probabilities, before
+        calibration. The sequence model says how many digits and where; each digit's reading
+        is its frame's multiplied by the context model's, which reads the stretch of line
+        around it, neighbours' edges included. With `digit_model` (28x28 views -> (N, 10)
+        probabilities), a digit that stands apart is also read by it from its own columns
+        and multiplied in: trained on far more digits, it helps say which. (A digit that
+        touches a neighbour is not: cut out at columns, it brings pieces of the neighbour
+        that the digit model never saw.) Raises NoDigitError if there is none."""
         line = line_view(grey)
         logits = self.logits(line.view[np.newaxis])[0]
         decoded = greedy_decode(logits)
@@ -279,11 +329,7 @@ class NumberReader:
         if digit_model is not None and alone:
             views = digit_views(line, [spans[k] for k in alone])
             probabilities[alone] = multiplied(probabilities[alone], digit_model(views))
-        digits = [
-            NumberDigit(int(np.argmax(p)), float(p.max()), _box(line, *span))
-            for p, span in zip(probabilities, spans, strict=True)
-        ]
-        return NumberReading(digits, line.view)
+        return line, spans, probabilities
 
 
 def multiplied(p: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -76,7 +76,18 @@ def _print_number(path: Path, reading, json_lines: bool, show: Path | None) -> N
     if json_lines:
         print(json.dumps({"path": str(path), **reading.as_dict()}))
     else:
-        print(f"{path}\t{reading.number}\t{reading.confidence:.4f}")
+        print(_format_number(path, reading))
+
+
+def _format_number(path: Path, reading) -> str:
+    """`path  number  confidence`, and for each unsure digit its place and both readings."""
+    line = f"{path}\t{reading.number}\t{reading.confidence:.4f}"
+    doubts = [
+        f"digit {place} is {d.digit} or {d.runner_up}?"
+        for place, d in enumerate(reading.digits, 1)
+        if d.unsure
+    ]
+    return line + ("\tunsure: " + ", ".join(doubts) if doubts else "")
 
 
 @app.command()
@@ -229,14 +240,16 @@ def evaluate_numbers(
     report = score(folder, model, reader)
     table = new_table(
         f"{folder}: reader {reader}, median {report['median_ms']:.1f} ms per image",
-        ("subset", "numbers", "whole numbers right", "digits right"),
+        ("subset", "numbers", "whole numbers right", "digits right", "unsure (of the misread)"),
     )
     for name, tally in report["subsets"].items():
+        wrong = tally["wrong_called_unsure"]
         table.add_row(
             name,
             str(tally["numbers"]),
             f"{tally['accuracy']:.2%}",
             f"{tally['digit_accuracy']:.2%}",
+            f"{tally['unsure_share']:.1%} ({'-' if wrong is None else f'{wrong:.0%}'})",
         )
     console().print(table)
     out = out or Path("runs") / "evaluate-numbers" / f"{folder.resolve().name}-{reader}.json"

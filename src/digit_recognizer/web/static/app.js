@@ -213,21 +213,23 @@ function clearBoxes() {
 function showNumber(result) {
   hideVerdict();
   $("digit").textContent = result.number;
-  $("digit").classList.remove("unsure");
+  $("digit").classList.toggle("unsure", Boolean(result.unsure));
   $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
   $("status").textContent = `answered in ${result.latency_ms.toFixed(1)} ms${note}`;
   $("status").classList.remove("error");
   clearBoxes();
-  overlay.strokeStyle = "#2a6";
-  overlay.fillStyle = "#2a6";
   overlay.lineWidth = 2;
   overlay.font = "bold 16px system-ui, sans-serif";
   for (const item of result.digits) {
     const [left, top, right, bottom] = item.box;
+    // An unsure digit names its runner-up too, as a lone digit does: "0 or 6?".
+    const said = item.unsure ? `${item.digit} or ${item.runner_up}?` : `${item.digit}`;
+    overlay.strokeStyle = overlay.fillStyle = item.unsure ? "#c60" : "#2a6";
     overlay.strokeRect(left, top, right - left, bottom - top);
-    overlay.fillText(`${item.digit} ${(100 * item.confidence).toFixed(0)}%`, left, Math.max(14, top - 4));
+    overlay.fillText(`${said} ${(100 * item.confidence).toFixed(0)}%`, left, Math.max(14, top - 4));
     const entry = document.createElement("li");
-    entry.innerHTML = `<b>${item.digit}</b>${(100 * item.confidence).toFixed(1)}%`;
+    entry.classList.toggle("unsure", Boolean(item.unsure));
+    entry.innerHTML = `<b>${said}</b>${(100 * item.confidence).toFixed(1)}%`;
     $("digits").appendChild(entry);
   }
 }
