@@ -212,6 +212,33 @@ def test_write_a_number_with_touching_digits(server, browser):
     page.close()
 
 
+def test_an_unsure_digit_of_a_number_names_its_runner_up(server, browser):
+    """The page shows a digit /api/read is unsure of as "7 or 1?", in its entry under the
+    drawing and marked apart. The answer is the server's own, its second digit made unsure."""
+    from playwright.sync_api import expect
+
+    def second_digit_unsure(route):
+        answer = route.fetch().json()
+        if len(answer.get("digits", [])) > 1:
+            answer["digits"][1]["unsure"] = answer["unsure"] = True
+        route.fulfill(json=answer)
+
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.goto(server)
+    page.check("#mode-number")
+    page.route("**/api/read", second_digit_unsure)
+    layout = [(4, (0.04, 0.1, 0.17, 0.8)), (7, (0.3, 0.1, 0.17, 0.8)),
+              (0, (0.6, 0.1, 0.19, 0.8))]  # fmt: skip
+    draw_number_with_mouse(page, layout)
+    expect(page.locator("#digit")).to_have_text("470", timeout=5000)
+    entries = page.locator("#digits li")
+    expect(entries.nth(1)).to_contain_text(re.compile(r"^7 or \d\?"))
+    expect(entries.nth(1)).to_have_class("unsure")
+    expect(entries.first).not_to_contain_text("or")
+    page.screenshot(path=ARTIFACTS / "browser_number_unsure.png")
+    page.close()
+
+
 def test_draw_by_touch_on_a_phone(server, browser):
     from playwright.sync_api import expect
 
