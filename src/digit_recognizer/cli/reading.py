@@ -249,7 +249,9 @@ def evaluate_numbers(
             str(tally["numbers"]),
             f"{tally['accuracy']:.2%}",
             f"{tally['digit_accuracy']:.2%}",
-            f"{tally['unsure_share']:.1%} ({'-' if wrong is None else f'{wrong:.0%}'})",
+            "-"  # one blob per digit never says it is unsure
+            if reader == "row"
+            else f"{tally['unsure_share']:.1%} ({'-' if wrong is None else f'{wrong:.0%}'})",
         )
     console().print(table)
     out = out or Path("runs") / "evaluate-numbers" / f"{folder.resolve().name}-{reader}.json"
