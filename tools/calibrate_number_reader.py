@@ -23,11 +23,11 @@ import numpy as np
 from rich.progress import track
 
 from digit_recognizer import number_data as nd
-from digit_recognizer.artifacts import read_json, write_json
+from digit_recognizer.artifacts import card_path, read_json, write_json
 from digit_recognizer.data import load_dataset
 from digit_recognizer.evaluate import expected_calibration_error, fit_temperature, unsure_margin
 from digit_recognizer.number_reader import DEFAULT_NUMBER_MODEL, NumberReader
-from digit_recognizer.predict import Recognizer, apply_temperature, card_path
+from digit_recognizer.predict import Recognizer, apply_temperature
 
 
 def labelled_digits(numbers: list[nd.GeneratedNumber], reader: NumberReader, digit_model):

@@ -70,11 +70,16 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def card_path(onnx_path: Path) -> Path:
+    """model.onnx -> model_card.json beside it."""
+    return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")
+
+
 def ship_model(onnx: Path, card: dict, asset: Path) -> None:
     """A trained ONNX file copied into the package as `asset`, its card beside it
-    (`<asset's stem>_card.json`), each written atomically."""
+    (`card_path`), each written atomically."""
     write_bytes(asset, onnx.read_bytes())
-    write_json(asset.with_name(f"{asset.stem}_card.json"), card)
+    write_json(card_path(asset), card)
 
 
 def read_json(path: Path) -> Any:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from digit_recognizer import preprocess as pp
 from digit_recognizer import segment
-from digit_recognizer.artifacts import sha256_file
+from digit_recognizer.artifacts import card_path, sha256_file
 from digit_recognizer.errors import DigitsError, ImageError, NoDigitError
 from digit_recognizer.images import MAX_PIXELS, WORK_SIZE, load_grey, open_image
 from digit_recognizer.number_reader import NumberReader, NumberReading
@@ -108,11 +108,6 @@ def model_version(path: Path) -> str:
     """What feedback names a model by: its file's content, so the same bytes are the same
     version wherever they are served from."""
     return sha256_file(path)[:12]
-
-
-def card_path(onnx_path: Path) -> Path:
-    """model.onnx -> model_card.json beside it."""
-    return Path(onnx_path).with_name(Path(onnx_path).stem + "_card.json")
 
 
 def load_card(onnx_path: Path) -> dict:
