@@ -61,11 +61,13 @@ def number_digit(
     probabilities: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0
 ) -> NumberDigit:
     """A digit read with these ten probabilities: the most probable, the runner-up, and
-    whether their gap is under `margin` (unsure)."""
+    whether their gap is under `margin` (unsure): the gap the margin was chosen on."""
+    from digit_recognizer.predict import top_two_gap
+
     second, first = (int(k) for k in np.argsort(probabilities)[-2:])
-    gap = probabilities[first] - probabilities[second]
+    unsure = bool(top_two_gap(probabilities) < margin)
     return NumberDigit(first, float(probabilities[first]), box, second,
-                       float(probabilities[second]), bool(gap < margin))  # fmt: skip
+                       float(probabilities[second]), unsure)  # fmt: skip
 
 
 @dataclass(frozen=True)
