@@ -264,16 +264,22 @@ def test_random_images_give_a_number_or_a_clear_error(height, width, seed, strok
     assert reading.number.isdigit() and 0 <= reading.confidence <= 1
 
 
-def test_the_recurrent_branch_starts_at_zero_so_a_trained_model_reads_as_before():
-    """tools/train_number_reader.py grafts its LSTM onto a model trained without one: the
-    graft must not change a single answer until training moves it."""
+def number_trainer():
+    """tools/train_number_reader.py, imported as a module."""
     import importlib.util
-
-    import keras
 
     spec = importlib.util.spec_from_file_location("trainer", REPO / "tools/train_number_reader.py")
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
+    return trainer
+
+
+def test_the_recurrent_branch_starts_at_zero_so_a_trained_model_reads_as_before():
+    """tools/train_number_reader.py grafts its LSTM onto a model trained without one: the
+    graft must not change a single answer until training moves it."""
+    import keras
+
+    trainer = number_trainer()
     keras.utils.set_random_seed(0)
     plain = trainer.convolutional_model()
     grafted = trainer.with_context(plain)
@@ -283,6 +289,17 @@ def test_the_recurrent_branch_starts_at_zero_so_a_trained_model_reads_as_before(
     lines = np.random.default_rng(0).uniform(0, 255, (3, nr.HEIGHT, nr.WIDTH, 1))
     before, after = (np.asarray(m(lines.astype("float32"))) for m in (plain, grafted))
     np.testing.assert_array_equal(before, after)
+
+
+def test_the_shipped_number_model_reads_back_into_keras_to_train_further():
+    """Training can go on from the shipped ONNX file (`--resume number_model.onnx`): read
+    back, the network gives the logits ONNX Runtime gives, LSTM gates and folded BatchNorm
+    included, and keeps its recurrent branch rather than getting a second one."""
+    trainer = number_trainer()
+    model = trainer.keras_from_onnx(nr.DEFAULT_NUMBER_MODEL)
+    assert trainer._largest_difference(model, nr.DEFAULT_NUMBER_MODEL) < 1e-4
+    assert trainer.with_context(model) is model
+    assert not any(layer.trainable for layer in model.layers if "batch_norm" in layer.name)
 
 
 def test_a_digit_window_is_the_line_around_its_frame():

@@ -9,6 +9,9 @@ digits and the held-out hands, which make the committed test set, never take par
 
   .venv/bin/python tools/train_number_reader.py --minutes 50 [--resume runs/numbers/model.keras]
 
+--resume also takes an exported ONNX file, the shipped one included
+(src/digit_recognizer/assets/number_model.onnx): it is read back into Keras first.
+
 The time budget, not an epoch count, ends training (a cosine learning-rate schedule over it),
 so the same command fits a laptop's afternoon or a short CI-sized smoke run (--minutes 1).
 """
@@ -67,21 +70,93 @@ def convolutional_model():
     return keras.Model(inputs, outputs, name="number_reader")
 
 
-def with_context(model):
+def with_context(model, name: str = "context", units: int = 64):
     """The model with a bidirectional LSTM over the frames added before its output layer, as
     a residual branch whose last layer starts at zero: a trained model given the branch reads
-    exactly as before and learns to use the whole line from there. A model that has the
-    branch already is returned as it is."""
+    exactly as before and learns to use the whole line from there. A model that has a branch
+    of that name already is returned as it is."""
     import keras
     from keras import layers
 
-    if any(layer.name == "context" for layer in model.layers):
+    if any(layer.name == name for layer in model.layers):
         return model
     frames, output = model.layers[-2].output, model.layers[-1]
-    branch = layers.Bidirectional(layers.LSTM(64, return_sequences=True), name="context")(frames)
-    branch = layers.Dense(frames.shape[-1], kernel_initializer="zeros", name="context_out")(branch)
-    x = layers.Add(name="context_add")([frames, branch])
+    branch = layers.Bidirectional(layers.LSTM(units, return_sequences=True), name=name)(frames)
+    branch = layers.Dense(frames.shape[-1], kernel_initializer="zeros", name=f"{name}_out")(branch)
+    x = layers.Add(name=f"{name}_add")([frames, branch])
     return keras.Model(model.input, output(x), name="number_reader")
+
+
+def keras_from_onnx(path: Path):
+    """The Keras network a number model exported by this tool computes, read back from its
+    ONNX file, so that training can go on from the shipped model without its Keras file.
+    Export folded each BatchNorm into its convolution: here the BatchNorm layer adds the
+    folded bias and is frozen, since its statistics are no longer a batch's."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = list(graph.node)
+    model = convolutional_model()
+    for k, node in enumerate(n for n in nodes if n.op_type == "LSTM"):
+        hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
+        model = with_context(model, "context" if k == 0 else f"context{k + 1}", hidden)
+
+    def layers_of(kind: str) -> list:
+        return [layer for layer in model.layers if type(layer).__name__ == kind]
+
+    convolutions = [n for n in nodes if n.op_type == "Conv"]
+    blocks = zip(layers_of("Conv2D"), layers_of("BatchNormalization"), convolutions, strict=False)
+    for layer, norm, node in blocks:
+        layer.set_weights([weights[node.input[1]].transpose(2, 3, 1, 0)])
+        bias = weights[node.input[2]]
+        scale = np.full_like(bias, 1 - norm.epsilon)  # so that BatchNorm divides by 1
+        norm.set_weights([np.ones_like(bias), bias, np.zeros_like(bias), scale])
+        norm.trainable = False
+    frame_convolutions = convolutions[len(layers_of("Conv2D")) :]
+    for layer, node in zip(layers_of("Conv1D"), frame_convolutions, strict=True):
+        kernel = weights[node.input[1]][:, :, 0, :]  # (out, in, 1, width) -> (out, in, width)
+        bias = _bias_after(nodes, weights, node.output[0])
+        layer.set_weights([kernel.transpose(2, 1, 0), bias.reshape(-1)])
+    recurrent_nodes = [n for n in nodes if n.op_type == "LSTM"]
+    for layer, node in zip(layers_of("Bidirectional"), recurrent_nodes, strict=True):
+        kernels, recurrents, biases = (weights[name] for name in node.input[1:4])
+        for direction, lstm in enumerate((layer.forward_layer, layer.backward_layer)):
+            kernel, recurrent = kernels[direction], recurrents[direction]
+            bias = sum(np.split(biases[direction], 2))  # ONNX keeps input and recurrent biases
+            lstm.set_weights([_keras_gates(g) for g in (kernel, recurrent, bias)])
+    products = [n for n in nodes if n.op_type == "MatMul"]
+    for layer, node in zip(layers_of("Dense"), products, strict=True):
+        layer.set_weights([weights[node.input[1]], _bias_after(nodes, weights, node.output[0])])
+    difference = _largest_difference(model, path)
+    if difference > 1e-3:
+        raise ValueError(f"{path}: read back into Keras, logits differ by {difference:.1e}")
+    return model
+
+
+def _bias_after(nodes: list, weights: dict, output: str) -> np.ndarray:
+    """The constant added to `output`, past the reshapes export puts in between."""
+    while (node := next(n for n in nodes if output in n.input)).op_type != "Add":
+        output = node.output[0]
+    return weights[next(name for name in node.input if name in weights)]
+
+
+def _keras_gates(weights: np.ndarray) -> np.ndarray:
+    """An ONNX LSTM weight (gates on the first axis: input, output, forget, cell) in Keras's
+    layout (gates on the last axis: input, forget, cell, output)."""
+    gate_input, gate_output, gate_forget, gate_cell = np.split(weights, 4)
+    return np.concatenate([gate_input, gate_forget, gate_cell, gate_output]).T
+
+
+def _largest_difference(model, path: Path, count: int = 8) -> float:
+    """Largest |Keras - ONNX Runtime| logit over random lines."""
+    import onnxruntime as ort
+
+    lines = np.random.default_rng(0).uniform(0, 255, (count, HEIGHT, WIDTH, 1)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: lines})[0]
+    return float(np.abs(np.asarray(model(lines, training=False)) - expected).max())
 
 
 def lines(numbers: list[nd.GeneratedNumber]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +206,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=50)
     parser.add_argument("--out", type=Path, default=Path("runs/numbers"))
-    parser.add_argument("--resume", type=Path, default=None, help="a model.keras to go on from")
+    parser.add_argument(
+        "--resume", type=Path, default=None, help="a model.keras or exported .onnx to go on from"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--ship", action="store_true", help="write the ONNX model into assets/")
@@ -143,7 +220,11 @@ def main() -> None:
     if args.resume is None:
         model = build_model()
     else:  # a model trained before the LSTM gets it grafted on; one with it goes on as it is
-        model = with_context(keras.models.load_model(args.resume))
+        model = with_context(
+            keras_from_onnx(args.resume)
+            if args.resume.suffix == ".onnx"
+            else keras.models.load_model(args.resume)
+        )
     model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
     args.out.mkdir(parents=True, exist_ok=True)
     best, history, epoch = -1.0, [], 0
