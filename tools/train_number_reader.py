@@ -10,7 +10,8 @@ digits and the held-out hands, which make the committed test set, never take par
   .venv/bin/python tools/train_number_reader.py --minutes 50 [--resume runs/numbers/model.keras]
 
 --resume also takes an exported ONNX file, the shipped one included
-(src/digit_recognizer/assets/number_model.onnx): it is read back into Keras first.
+(src/digit_recognizer/assets/number_model.onnx): it is read back into Keras first. --grow N
+grafts one more LSTM branch (N units each way) onto the model it goes on from.
 
 The time budget, not an epoch count, ends training (a cosine learning-rate schedule over it),
 so the same command fits a laptop's afternoon or a short CI-sized smoke run (--minutes 1).
@@ -159,6 +160,15 @@ def _largest_difference(model, path: Path, count: int = 8) -> float:
     return float(np.abs(np.asarray(model(lines, training=False)) - expected).max())
 
 
+def describe_branches(model) -> str:
+    """The model's recurrent branches in words, for its card."""
+    recurrent = [layer for layer in model.layers if type(layer).__name__ == "Bidirectional"]
+    units = [layer.forward_layer.units for layer in recurrent]
+    if not units:
+        return "no recurrent layer"
+    return " and ".join(f"a bidirectional LSTM of {u} units" for u in units) + " across it"
+
+
 def lines(numbers: list[nd.GeneratedNumber]) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (N, HEIGHT, WIDTH, 1) and CTC targets (N, MAX_DIGITS), 0-padded."""
     views, targets = [], []
@@ -209,6 +219,9 @@ def main() -> None:
     parser.add_argument(
         "--resume", type=Path, default=None, help="a model.keras or exported .onnx to go on from"
     )
+    parser.add_argument(
+        "--grow", type=int, default=0, help="graft one more LSTM branch of this many units"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--ship", action="store_true", help="write the ONNX model into assets/")
@@ -225,6 +238,9 @@ def main() -> None:
             if args.resume.suffix == ".onnx"
             else keras.models.load_model(args.resume)
         )
+    if args.grow:  # one more recurrent branch, starting at zero like the first
+        branches = sum(type(layer).__name__ == "Bidirectional" for layer in model.layers)
+        model = with_context(model, f"context{branches + 1}", args.grow)
     model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
     args.out.mkdir(parents=True, exist_ok=True)
     best, history, epoch = -1.0, [], 0
@@ -254,7 +270,8 @@ def main() -> None:
     onnx = args.out / "model.onnx"
     export(args.out / "model.keras", onnx)
     card = {
-        "model": "number_reader (convolutions over the line, CTC loss, greedy decoding)",
+        "model": f"number_reader (convolutions over the line, {describe_branches(model)}, "
+        "CTC loss, greedy decoding)",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": f"{HEIGHT}x{WIDTH} line, light ink on black (number_reader.line_view)",
         "training_data": {
@@ -270,7 +287,9 @@ def main() -> None:
         "epochs": epoch,
         "minutes": args.minutes,
         "seed": args.seed,
+        "learning_rate": args.learning_rate,
         "resumed_from": str(args.resume) if args.resume else None,
+        "grown_by": f"an LSTM branch of {args.grow} units each way" if args.grow else None,
         "history": history,
         "versions": library_versions(),
     }
