@@ -1,8 +1,8 @@
 """Reading a whole number (a year, a meter reading) whose digits may touch or overlap.
 
 No segmentation: the number's ink is cropped and scaled to a 32 px tall line, a small
-convolutional network reads it column by column (48 frames, each 4 columns wide), a
-bidirectional LSTM lets every frame see the whole line, and the network says, per frame, how
+convolutional network reads it column by column (48 frames, each 4 columns wide), two
+bidirectional LSTMs let every frame see the whole line, and the network says, per frame, how
 likely each digit or "nothing" (CTC's blank) is there. Greedy decoding keeps the
 most likely class of each frame, merges repeats and drops blanks. Between two digits' frames
 the line is cut at the column with the least ink: a digit's box spans the columns between its
