@@ -107,7 +107,7 @@ def keras_from_onnx(path: Path):
     def layers_of(kind: str) -> list:
         return [layer for layer in model.layers if type(layer).__name__ == kind]
 
-    convolutions = [n for n in nodes if n.op_type == "Conv"]
+    convolutions = [n for n in nodes if n.op_type == "Conv"]  # the 2-D ones, then the frames'
     blocks = zip(layers_of("Conv2D"), layers_of("BatchNormalization"), convolutions, strict=False)
     for layer, norm, node in blocks:
         layer.set_weights([weights[node.input[1]].transpose(2, 3, 1, 0)])
