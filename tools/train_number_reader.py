@@ -88,6 +88,17 @@ def with_context(model, name: str = "context", units: int = 64):
     return keras.Model(model.input, output(x), name="number_reader")
 
 
+def grow(model, units: int):
+    """The model with one more recurrent branch (`with_context`), named after how many it has:
+    "context", then "context2", "context3"..."""
+    count = len(recurrent_layers(model))
+    return with_context(model, "context" if count == 0 else f"context{count + 1}", units)
+
+
+def recurrent_layers(model) -> list:
+    return [layer for layer in model.layers if type(layer).__name__ == "Bidirectional"]
+
+
 def keras_from_onnx(path: Path):
     """The Keras network a number model exported by this tool computes, read back from its
     ONNX file, so that training can go on from the shipped model without its Keras file.
@@ -100,9 +111,9 @@ def keras_from_onnx(path: Path):
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = list(graph.node)
     model = convolutional_model()
-    for k, node in enumerate(n for n in nodes if n.op_type == "LSTM"):
-        hidden = next(a.i for a in node.attribute if a.name == "hidden_size")
-        model = with_context(model, "context" if k == 0 else f"context{k + 1}", hidden)
+    recurrent_nodes = [n for n in nodes if n.op_type == "LSTM"]
+    for node in recurrent_nodes:
+        model = grow(model, next(a.i for a in node.attribute if a.name == "hidden_size"))
 
     def layers_of(kind: str) -> list:
         return [layer for layer in model.layers if type(layer).__name__ == kind]
@@ -120,8 +131,7 @@ def keras_from_onnx(path: Path):
         kernel = weights[node.input[1]][:, :, 0, :]  # (out, in, 1, width) -> (out, in, width)
         bias = _bias_after(nodes, weights, node.output[0])
         layer.set_weights([kernel.transpose(2, 1, 0), bias.reshape(-1)])
-    recurrent_nodes = [n for n in nodes if n.op_type == "LSTM"]
-    for layer, node in zip(layers_of("Bidirectional"), recurrent_nodes, strict=True):
+    for layer, node in zip(recurrent_layers(model), recurrent_nodes, strict=True):
         kernels, recurrents, biases = (weights[name] for name in node.input[1:4])
         for direction, lstm in enumerate((layer.forward_layer, layer.backward_layer)):
             kernel, recurrent = kernels[direction], recurrents[direction]
@@ -162,8 +172,7 @@ def _largest_difference(model, path: Path, count: int = 8) -> float:
 
 def describe_branches(model) -> str:
     """The model's recurrent branches in words, for its card."""
-    recurrent = [layer for layer in model.layers if type(layer).__name__ == "Bidirectional"]
-    units = [layer.forward_layer.units for layer in recurrent]
+    units = [layer.forward_layer.units for layer in recurrent_layers(model)]
     if not units:
         return "no recurrent layer"
     return " and ".join(f"a bidirectional LSTM of {u} units" for u in units) + " across it"
@@ -239,8 +248,7 @@ def main() -> None:
             else keras.models.load_model(args.resume)
         )
     if args.grow:  # one more recurrent branch, starting at zero like the first
-        branches = sum(type(layer).__name__ == "Bidirectional" for layer in model.layers)
-        model = with_context(model, f"context{branches + 1}", args.grow)
+        model = grow(model, args.grow)
     model.compile(keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CTC())
     args.out.mkdir(parents=True, exist_ok=True)
     best, history, epoch = -1.0, [], 0
