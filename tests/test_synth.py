@@ -38,6 +38,29 @@ def test_every_allograph_of_every_digit_is_drawn():
         assert preprocess(image.astype(np.float32)).max() > 100  # a digit preprocessing finds
 
 
+def test_shape_variety_moves_parts_by_at_most_its_amount_and_keeps_the_digit():
+    """Each stroke moved, stretched and bent by a bounded amount (never torn apart or off the
+    canvas); with no variety the allograph is drawn as before, so the held-out sets built
+    without it stay the same images."""
+    strokes = synth.ALLOGRAPHS[1]["flag_base"]
+    varied = synth.vary_shape(strokes, 0.1, np.random.default_rng(0))
+    assert [len(v) for v in varied] == [len(s) for s in strokes]
+    moved = max(np.abs(v - np.asarray(s)).max() for v, s in zip(varied, strokes, strict=True))
+    assert 0.01 < moved <= 0.4, moved  # stretch 2x, shift 0.5x, bend 1x the amount, at most
+    plain, unvaried = (
+        synth.render(7, "crossed", "ballpoint", np.random.default_rng(5), *shape)
+        for shape in ((), (0.0,))
+    )
+    assert np.array_equal(plain, unvaried)
+    cfg = synth.SynthConfig(count=24, seed=2, shape=0.15)
+    images, _, _ = synth.generate(cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(images, synth.generate(cfg)[0], strict=True))
+    as_drawn, _, _ = synth.generate(synth.SynthConfig(count=24, seed=2))
+    assert not any(np.array_equal(a, b) for a, b in zip(images, as_drawn, strict=True))
+    for image in images:
+        assert preprocess(image.astype(np.float32)).max() > 100  # still a digit, found
+
+
 def test_a_coarse_scan_keeps_only_the_detail_of_its_size():
     """Reduced to 8x8 and enlarged again (blocky or blurred): the fine edges are gone, the
     8x8 picture is kept."""
@@ -97,12 +120,13 @@ def test_training_records_what_it_generated(tmp_path, small_mnist):
     from digit_recognizer.config import recipe_config
     from digit_recognizer.train import train
 
-    cfg = recipe_config("fast", epochs=1, limit=300, synth=0.2, scans=0.5)
+    cfg = recipe_config("fast", epochs=1, limit=300, synth=0.2, synth_shape=0.1, scans=0.5)
     train(cfg, tmp_path / "run", data=small_mnist, verbose=0)
     data = read_json(tmp_path / "run" / "config.json")["data"]
     generated, scans = data["generated"], data["generated"]["scans"]
     assert generated["train"]["hands"] == list(synth.TRAIN_HANDS)
     assert generated["train"]["version"] == synth.GENERATOR_VERSION
+    assert generated["train"]["shape"] == generated["validation"]["shape"] == 0.1
     assert generated["train"]["seed"] != generated["validation"]["seed"]
     mnist_train = round(0.9 * len(small_mnist.x_train))  # the rest is the validation split
     assert scans["train"]["images"] == round(0.5 * mnist_train)

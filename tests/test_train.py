@@ -130,7 +130,7 @@ def test_the_old_recipe_name_seed_is_baseline_and_bad_settings_are_refused(tmp_p
 
     assert recipe_config("seed") == recipe_config("baseline")
     assert recipe_config("seed").recipe == "baseline"
-    for bad in ({"epochs": 0}, {"val_split": 1.5}, {"learning_rate": -1.0}):
+    for bad in ({"epochs": 0}, {"val_split": 1.5}, {"learning_rate": -1.0}, {"synth_shape": 0.5}):
         with pytest.raises(DigitsError, match="invalid training settings"):
             recipe_config("baseline", **bad)
     with pytest.raises(DigitsError, match="unknown recipe 'turbo'"):

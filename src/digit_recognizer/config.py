@@ -55,6 +55,7 @@ class TrainConfig:
     weights: str = _setting("none", "mobilenet/efficientnet: none, imagenet or a weights file.")
     fine_tune_epochs: int = _setting(0, "Pretrained weights: epochs with the base unfrozen.")
     synth: float = _setting(0.0, "Generated digits added to training, share of MNIST's (0.2).")
+    synth_shape: float = _setting(0.0, "Generated digits' shape variety (0.1 of their size).")
     scans: float = _setting(0.0, "MNIST digits added again as coarse scans, share of MNIST's.")
     synth_seed: int = _setting(0, "Seed of the generated digits.", cli=False)
     seed: int = _setting(42, "Random seed.")
@@ -75,6 +76,7 @@ class TrainConfig:
             "fine-tune epochs cannot be negative": self.fine_tune_epochs >= 0,
             "elastic strength cannot be negative": self.elastic >= 0,
             "the generated share cannot be negative": self.synth >= 0,
+            "the shape variety must be in [0, 0.3]": 0 <= self.synth_shape <= 0.3,
             "the scanned share must be in [0, 1]": 0 <= self.scans <= 1,
             "limit must be at least 10 images": self.limit is None or self.limit >= 10,
         }

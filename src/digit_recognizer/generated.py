@@ -28,7 +28,7 @@ def _drawn_digits(cfg: TrainConfig, train_count: int, val_count: int, provenance
         ("train", round(cfg.synth * train_count), cfg.synth_seed),
         ("validation", val_count, cfg.synth_seed + 1),
     ):
-        settings = synth.SynthConfig(count=count, seed=seed)
+        settings = synth.SynthConfig(count=count, seed=seed, shape=cfg.synth_shape)
         added[name] = synth.preprocessed_views(*synth.training_set(settings))
         provenance[name] = {**settings.as_dict(), "images": len(added[name][1])}
     return added

@@ -156,8 +156,27 @@ def catmull_rom(points: np.ndarray, samples: int = 8) -> np.ndarray:
     return np.vstack([*curve, points[-1:]])
 
 
+def vary_shape(strokes: list[Stroke], amount: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """The same allograph as another writer proportions it: each stroke moved and stretched
+    on its own (a longer flag, a lower crossbar, a wider base) by up to `amount` of the box,
+    then the whole digit bent by a smooth random warp of up to `amount` (a rounder loop, a
+    bowed stem). Jitter moves single points; this moves parts, keeping each stroke smooth."""
+    direction = rng.uniform(0, 2 * np.pi, 2)
+    frequency, phase = rng.uniform(0.5, 1.5, 2), rng.uniform(0, 2 * np.pi, 2)
+    bend = rng.uniform(-amount, amount, 2)
+    varied = []
+    for stroke in strokes:
+        points = np.asarray(stroke, np.float64)
+        centre = points.mean(axis=0)
+        stretch = 1 + rng.uniform(-amount, amount, 2) * 2
+        points = centre + (points - centre) * stretch + rng.uniform(-amount, amount, 2) / 2
+        along = points @ np.stack([np.cos(direction), np.sin(direction)])  # (n, 2)
+        varied.append(points + bend * np.sin(2 * np.pi * frequency * along + phase))
+    return varied
+
+
 def _place(
-    strokes: list[Stroke], hand: Hand, pen: float, rng: np.random.Generator
+    strokes: list[Stroke] | list[np.ndarray], hand: Hand, pen: float, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], float]:
     """Strokes jittered, slanted, stretched and rotated, then fitted with their ink (a pen
     `pen` of the digit's height wide) inside the canvas at a random size and position.
@@ -214,10 +233,17 @@ def _scan(ink: Image.Image, hand: Hand, rng: np.random.Generator) -> Image.Image
     return small.resize(ink.size, resample)
 
 
-def render(digit: int, allograph: str, hand_name: str, rng: np.random.Generator) -> np.ndarray:
-    """One digit as a (CANVAS, CANVAS) uint8 grey image: dark ink on light paper."""
+def render(
+    digit: int, allograph: str, hand_name: str, rng: np.random.Generator, shape: float = 0.0
+) -> np.ndarray:
+    """One digit as a (CANVAS, CANVAS) uint8 grey image: dark ink on light paper. `shape`:
+    how far its parts may be moved, stretched and bent (`vary_shape`); 0 draws the allograph
+    as it is, with the same random numbers as before shape variety existed."""
     hand = HANDS[hand_name]
-    strokes, width = _place(ALLOGRAPHS[digit][allograph], hand, rng.uniform(*hand.pen), rng)
+    strokes = ALLOGRAPHS[digit][allograph]
+    if shape:
+        strokes = vary_shape(strokes, shape, rng)
+    strokes, width = _place(strokes, hand, rng.uniform(*hand.pen), rng)
     ink = Image.new("L", (CANVAS, CANVAS), 0)
     draw = ImageDraw.Draw(ink)
     for stroke in strokes:
@@ -244,6 +270,7 @@ class SynthConfig:
     count: int = 6000  # images, spread evenly over every (digit, allograph)
     hands: tuple[str, ...] = TRAIN_HANDS
     seed: int = 0
+    shape: float = 0.0  # shape variety (`vary_shape`); 0: the allographs as drawn
     version: int = GENERATOR_VERSION
 
     def as_dict(self) -> dict:
@@ -262,7 +289,7 @@ def generate(cfg: SynthConfig) -> tuple[list[np.ndarray], np.ndarray, list[tuple
     for k in range(cfg.count):
         digit, allograph = pairs[k % len(pairs)]
         hand = cfg.hands[int(rng.integers(len(cfg.hands)))]
-        images.append(render(digit, allograph, hand, rng))
+        images.append(render(digit, allograph, hand, rng, cfg.shape))
         labels.append(digit)
         kinds.append((allograph, hand))
     return images, np.asarray(labels, np.uint8), kinds

@@ -1,0 +1,105 @@
+"""Compare candidate digit models on the development sets that choose among them, never on
+the sets that score them (MNIST's test set, scikit-learn's digits, the held-out styles).
+
+Four sets, all from data a candidate may see in training or from the same sources:
+  mnist-val           MNIST's validation split (the `robust` recipe's, seed 42), as drawn
+  mnist-val-scans     2,000 of them as 8x8 block scans (synth.block_scan), through preprocessing
+  generated           2,400 generated digits in the training hands (seed 100: no run draws it)
+  generated-scans     the same digits as 8x8 block scans
+
+The score is the mean of the four accuracies; a candidate whose mnist-val accuracy is more
+than 0.1 point below the shipped model's is not chosen, whatever its score.
+
+  .venv/bin/python tools/choose_digit_model.py runs/a runs/b src/digit_recognizer/assets/model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from digit_recognizer import synth
+from digit_recognizer.data import load_dataset, split_validation
+from digit_recognizer.errors import NoDigitError
+from digit_recognizer.preprocess import preprocess
+
+GENERATED_SEED = 100  # training draws seeds 0-3 (generated.py); this set is apart from them
+
+
+def _block_scans(views: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Views as 8x8 block scans read through preprocessing; the few a scan leaves without a
+    digit (a faint one) are left out, as preprocessing would refuse them."""
+    scans, kept = [], []
+    for view, label in zip(views, labels, strict=True):
+        try:
+            scans.append(preprocess(synth.block_scan(view).astype(np.float32)))
+        except NoDigitError:
+            continue
+        kept.append(label)
+    return np.stack(scans), np.asarray(kept, np.uint8)
+
+
+def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (views (N, 28, 28) 0-255, labels)}."""
+    data = load_dataset("mnist")
+    _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
+    images, labels, _ = synth.generate(synth.SynthConfig(count=2400, seed=GENERATED_SEED))
+    generated, generated_labels = synth.preprocessed_views(images, labels)
+    return {
+        "mnist-val": (x_val, y_val),
+        "mnist-val-scans": _block_scans(x_val[:2000], y_val[:2000]),
+        "generated": (generated, generated_labels),
+        "generated-scans": _block_scans(generated, generated_labels),
+    }
+
+
+def predictor(candidate: Path):
+    """A function from views to predicted digits: an ONNX file through ONNX Runtime, a run
+    folder through its best Keras model."""
+    if candidate.suffix == ".onnx":
+        from digit_recognizer.predict import Recognizer
+
+        recognizer = Recognizer(candidate)
+        return lambda views: recognizer.probabilities(views).argmax(axis=1)
+    from digit_recognizer.models import inference_model, load_model
+
+    model = inference_model(load_model(candidate / "model.keras"))
+    return lambda views: model.predict(views[..., None], batch_size=512, verbose=0).argmax(axis=1)
+
+
+def scores(candidate: Path, sets: dict) -> dict:
+    predict = predictor(candidate)
+    result = {}
+    for name, (views, labels) in sets.items():
+        right = predict(views.astype(np.float32)) == labels
+        result[name] = {
+            "accuracy": float(right.mean()),
+            "worst_digit": float(min(right[labels == d].mean() for d in range(10))),
+        }
+    result["score"] = float(np.mean([result[name]["accuracy"] for name in sets]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+", type=Path, help="run folders or ONNX files")
+    parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args()
+    sets = development_sets()
+    table = {str(candidate): scores(candidate, sets) for candidate in args.candidates}
+    for name, result in table.items():
+        cells = "  ".join(
+            f"{key} {value['accuracy']:.2%} (worst digit {value['worst_digit']:.1%})"
+            for key, value in result.items()
+            if key != "score"
+        )
+        print(f"{name}: score {result['score']:.2%}  {cells}")
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
