@@ -139,3 +139,36 @@ def test_the_old_recipe_name_seed_is_baseline_and_bad_settings_are_refused(tmp_p
     saved = {"config": {"recipe": "seed", "model": "mlp", "a_setting_since_removed": 1}}
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert load_config(tmp_path) == recipe_config("baseline", model="mlp")
+
+
+def test_a_student_learns_half_from_the_labels_half_from_a_teacher_on_its_split(
+    tmp_path, mnist_path
+):
+    """Distillation targets: the label's half plus the teacher's probabilities, summing to 1;
+    a teacher trained on another validation split is refused (its validation images would
+    be the student's training images)."""
+    from dataclasses import replace
+
+    from digit_recognizer.train import _distilled_targets
+
+    teacher = TrainConfig(model="mlp", epochs=1, limit=300, data_dir=str(mnist_path))
+    train_model(teacher, tmp_path / "teacher", verbose=0)
+    student = replace(teacher, teacher=str(tmp_path / "teacher"))
+    data = load_dataset("mnist", mnist_path, limit=300)
+    images, labels = data.x_train[:50], data.y_train[:50]
+    targets = _distilled_targets(student, images, labels)
+    assert targets.shape == (50, 10) and np.allclose(targets.sum(axis=1), 1, atol=1e-5)
+    assert (targets[np.arange(50), labels] >= 0.5).all() and (targets.max(axis=1) < 1).all()
+    run = train_model(student, tmp_path / "student", verbose=0)
+    assert run.config.teacher == str(tmp_path / "teacher") and run.epochs_run == 1
+    with pytest.raises(DigitsError, match="another split"):
+        _distilled_targets(replace(student, seed=7), images, labels)
+    # The model card names the teacher by what it is, not by a folder of this machine.
+    from digit_recognizer.ensemble import build_ensemble
+    from digit_recognizer.export import describe_teacher
+
+    pair = build_ensemble([tmp_path / "teacher", tmp_path / "student"], tmp_path / "pair")
+    assert describe_teacher(pair) == (
+        "the average of 2 `mlp` networks (recipe baseline, seeds 42, 42) trained on the same data"
+    )
+    assert describe_teacher(tmp_path / "gone") == "gone"

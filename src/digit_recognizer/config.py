@@ -58,6 +58,7 @@ class TrainConfig:
     synth_shape: float = _setting(0.0, "Generated digits' shape variety (0.1 of their size).")
     scans: float = _setting(0.0, "MNIST digits added again as coarse scans, share of MNIST's.")
     synth_seed: int = _setting(0, "Seed of the generated digits.", cli=False)
+    teacher: str | None = _setting(None, "Run folder whose probabilities join the labels.")
     seed: int = _setting(42, "Random seed.")
     split_seed: int | None = _setting(None, "Validation split's seed (default: --seed).")
     dataset: str = _setting("mnist", "mnist or fashion-mnist.")

@@ -114,6 +114,24 @@ def provenance(config: dict) -> dict:
     }
 
 
+def describe_teacher(run_dir: Path) -> str:
+    """The run a model was distilled from, in words that mean something on another machine
+    (its folder does not): recipe, network and seeds."""
+    if not (run_dir / "config.json").is_file():
+        return run_dir.name
+    content = read_json(run_dir / "config.json")
+    config = content["config"]
+    folders = [Path(m) for m in content.get("members", [])]
+    members = [read_json(m / "config.json")["config"] for m in folders if m.is_dir()]
+    if members and len(members) == len(folders):
+        seeds = ", ".join(str(m["seed"]) for m in members)
+        return (
+            f"the average of {len(members)} `{members[0]['model']}` networks "
+            f"(recipe {members[0]['recipe']}, seeds {seeds}) trained on the same data"
+        )
+    return f"a `{config['model']}` network (recipe {config['recipe']}, seed {config['seed']})"
+
+
 def model_card(
     run_dir: Path, onnx_path: Path, max_diff: float, temperature_in_model: bool = False
 ) -> dict:
@@ -135,6 +153,8 @@ def model_card(
         if name == "config.json":
             # Settings and data by name and checksum: a local folder means nothing elsewhere.
             card["training"] = {k: v for k, v in content["config"].items() if k != "data_dir"}
+            if card["training"].get("teacher"):
+                card["training"]["teacher"] = describe_teacher(Path(card["training"]["teacher"]))
             card["data"] = {k: v for k, v in content["data"].items() if k != "source"}
             card.update(provenance(content))
         elif name == "calibration.json":

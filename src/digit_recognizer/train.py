@@ -65,13 +65,28 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
 
 def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
     # Keras's sparse cross-entropy has no label smoothing: smoothing needs one-hot targets.
-    if cfg.label_smoothing:
+    if cfg.label_smoothing or cfg.teacher:
         return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
 
 def _targets(cfg: TrainConfig, labels: np.ndarray) -> np.ndarray:
-    return keras.utils.to_categorical(labels, 10) if cfg.label_smoothing else labels
+    return keras.utils.to_categorical(labels, 10) if cfg.label_smoothing or cfg.teacher else labels
+
+
+def _distilled_targets(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Half the label, half the teacher's probabilities (on the image before augmentation):
+    one network learns what several seeds averaged know, which digits look alike included.
+    The teacher must have trained on the same split, so no validation image leaks in."""
+    taught = load_config(Path(cfg.teacher))
+    same = ("dataset", "limit", "val_split", "synth", "synth_seed", "synth_shape", "scans")
+    if validation_seed(taught) != validation_seed(cfg) or any(
+        getattr(taught, name) != getattr(cfg, name) for name in same
+    ):
+        raise DigitsError(f"the teacher {cfg.teacher} trained on other data or another split")
+    teacher = inference_model(load_model(Path(cfg.teacher) / "model.keras"))
+    soft = teacher.predict(_add_channel(images), batch_size=512, verbose=0)
+    return 0.5 * keras.utils.to_categorical(labels, 10) + 0.5 * soft
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, train_images: int) -> None:
@@ -318,7 +333,10 @@ def train(
             compile_model(model, cfg, len(x_tr))
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
-        train_xy = (_add_channel(x_tr), _targets(cfg, y_tr))
+        train_xy = (
+            _add_channel(x_tr),
+            _distilled_targets(cfg, x_tr, y_tr) if cfg.teacher else _targets(cfg, y_tr),
+        )
         val_xy = (_add_channel(x_val), _targets(cfg, y_val))
         base = pretrained_base(model) if cfg.weights != "none" else None
         if base is not None and not resume:
