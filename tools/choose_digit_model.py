@@ -23,23 +23,8 @@ import numpy as np
 
 from digit_recognizer import synth
 from digit_recognizer.data import load_dataset, split_validation
-from digit_recognizer.errors import NoDigitError
-from digit_recognizer.preprocess import preprocess
 
 GENERATED_SEED = 100  # training draws seeds 0-3 (generated.py); this set is apart from them
-
-
-def _block_scans(views: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Views as 8x8 block scans read through preprocessing; the few a scan leaves without a
-    digit (a faint one) are left out, as preprocessing would refuse them."""
-    scans, kept = [], []
-    for view, label in zip(views, labels, strict=True):
-        try:
-            scans.append(preprocess(synth.block_scan(view).astype(np.float32)))
-        except NoDigitError:
-            continue
-        kept.append(label)
-    return np.stack(scans), np.asarray(kept, np.uint8)
 
 
 def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -50,9 +35,9 @@ def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     generated, generated_labels = synth.preprocessed_views(images, labels)
     return {
         "mnist-val": (x_val, y_val),
-        "mnist-val-scans": _block_scans(x_val[:2000], y_val[:2000]),
+        "mnist-val-scans": synth.block_scanned_views(x_val[:2000], y_val[:2000]),
         "generated": (generated, generated_labels),
-        "generated-scans": _block_scans(generated, generated_labels),
+        "generated-scans": synth.block_scanned_views(generated, generated_labels),
     }
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from digit_recognizer import synth
 from digit_recognizer.data import load_dataset, split_validation
 from digit_recognizer.predict import Recognizer
-from digit_recognizer.preprocess import preprocess
 
 
 def main() -> None:
@@ -26,7 +23,7 @@ def main() -> None:
     data = load_dataset("mnist")
     _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
     images, labels = x_val[: args.count], y_val[: args.count]
-    views = np.stack([preprocess(synth.block_scan(image).astype(np.float32)) for image in images])
+    views, labels = synth.block_scanned_views(images, labels)
     predicted = Recognizer(args.model).probabilities(views).argmax(axis=1)
     right = predicted == labels
     per_digit = " ".join(f"{d}: {right[labels == d].mean():.1%}" for d in range(10))

@@ -173,3 +173,9 @@ def validation_seed(cfg: TrainConfig) -> int:
     """The seed of the run's validation split: members of an ensemble train from different
     seeds on one split, so its validation images are unseen by all of them."""
     return cfg.seed if cfg.split_seed is None else cfg.split_seed
+
+
+def split_of(cfg: TrainConfig) -> tuple:
+    """What decides which images a run trains on and which validate it: runs that share it
+    (an ensemble's members, a teacher and its student) never saw each other's validation."""
+    return cfg.dataset, cfg.limit, cfg.val_split, validation_seed(cfg)

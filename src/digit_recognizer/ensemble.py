@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 
 from digit_recognizer.artifacts import library_versions, read_json, write_json
-from digit_recognizer.config import load_config, validation_seed
+from digit_recognizer.config import load_config, split_of
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.models import INPUT_SHAPE, inference_model, load_model
 from digit_recognizer.train import save_model_atomic
@@ -34,7 +34,7 @@ def build_ensemble(run_dirs: list[Path], out_dir: Path) -> Path:
     if not run_dirs:
         raise DigitsError("give at least one run folder to ensemble")
     configs = [load_config(run) for run in run_dirs]
-    if len({(c.dataset, c.limit, c.val_split, validation_seed(c)) for c in configs}) > 1:
+    if len({split_of(c) for c in configs}) > 1:
         # Members must share the test set and the validation split that calibrates them.
         raise DigitsError(
             "ensemble members must share dataset, --limit, --val-split and the validation split's "

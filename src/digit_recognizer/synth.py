@@ -368,6 +368,12 @@ def scanned_views(
     return preprocessed_views([render_scan(image, rng) for image in images], labels)
 
 
+def block_scanned_views(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Digits (N, 28, 28, light ink on black) as 8x8 block scans read through preprocessing,
+    like `preprocessed_views`: (N, 28, 28) uint8 and their labels."""
+    return preprocessed_views([block_scan(image) for image in images], labels)
+
+
 def block_scan(digit_image: np.ndarray, blocks: int = 8, block: int = 4) -> np.ndarray:
     """A digit (light ink on black) as the classic 8x8 scan of handwritten forms: its ink
     box fitted into a square bitmap of blocks * block px (aspect kept), each block's count of

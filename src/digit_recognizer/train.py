@@ -30,6 +30,7 @@ from digit_recognizer.config import (
     TrainConfig,
     load_config,
     recipe_config,
+    split_of,
     validation_seed,
 )
 from digit_recognizer.data import Dataset, load_dataset, split_validation
@@ -63,15 +64,20 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
     return keras.optimizers.Adam(rate)
 
 
+def _one_hot(cfg: TrainConfig) -> bool:
+    """Keras's sparse cross-entropy has no label smoothing and takes no soft targets: both
+    need one-hot targets and the categorical loss."""
+    return bool(cfg.label_smoothing or cfg.teacher)
+
+
 def make_loss(cfg: TrainConfig) -> keras.losses.Loss:
-    # Keras's sparse cross-entropy has no label smoothing: smoothing needs one-hot targets.
-    if cfg.label_smoothing or cfg.teacher:
+    if _one_hot(cfg):
         return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
 
 def _targets(cfg: TrainConfig, labels: np.ndarray) -> np.ndarray:
-    return keras.utils.to_categorical(labels, 10) if cfg.label_smoothing or cfg.teacher else labels
+    return keras.utils.to_categorical(labels, 10) if _one_hot(cfg) else labels
 
 
 def _distilled_targets(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -79,14 +85,14 @@ def _distilled_targets(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray)
     one network learns what several seeds averaged know, which digits look alike included.
     The teacher must have trained on the same split, so no validation image leaks in."""
     taught = load_config(Path(cfg.teacher))
-    same = ("dataset", "limit", "val_split", "synth", "synth_seed", "synth_shape", "scans")
-    if validation_seed(taught) != validation_seed(cfg) or any(
-        getattr(taught, name) != getattr(cfg, name) for name in same
+    generated = ("synth", "synth_seed", "synth_shape", "scans")  # they join both splits
+    if split_of(taught) != split_of(cfg) or any(
+        getattr(taught, name) != getattr(cfg, name) for name in generated
     ):
         raise DigitsError(f"the teacher {cfg.teacher} trained on other data or another split")
     teacher = inference_model(load_model(Path(cfg.teacher) / "model.keras"))
     soft = teacher.predict(_add_channel(images), batch_size=512, verbose=0)
-    return 0.5 * keras.utils.to_categorical(labels, 10) + 0.5 * soft
+    return 0.5 * _targets(cfg, labels) + 0.5 * soft
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, train_images: int) -> None:
