@@ -17,9 +17,11 @@ from digit_recognizer.augment import (
     warp,
     with_augmentation,
 )
-from digit_recognizer.ensemble import average_models, build_ensemble
+from digit_recognizer.ensemble import average_models, build_ensemble, merge_models
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.evaluate import expected_calibration_error, fit_temperature
+from digit_recognizer.export import export_onnx
+from digit_recognizer.finetune import keras_from_onnx
 from digit_recognizer.models import build_model
 from digit_recognizer.predict import apply_temperature
 from digit_recognizer.robustness import CORRUPTIONS, corrupt, robustness
@@ -117,6 +119,32 @@ def test_ensemble_of_one_equals_the_model_and_averages_two():
     assert np.allclose(average_models([a])(x), a(x, training=False), atol=1e-6)
     expected = (np.asarray(a(x, training=False)) + np.asarray(b(x, training=False))) / 2
     assert np.allclose(average_models([a, b])(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["deep48", "cnn", "mlp"])
+def test_merged_members_answer_with_the_mean_of_their_logits(name):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
+    members = [build_model(name) for _ in range(3)]
+    for member in members:  # BatchNorm statistics a trained model would have: not 0 and 1
+        for layer in member.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.set_weights([rng.uniform(0.5, 2, w.shape) for w in layer.get_weights()])
+    merged = merge_models(members)
+    log_probabilities = [np.log(np.asarray(m(x, training=False), np.float64)) for m in members]
+    mean = np.mean(log_probabilities, axis=0)  # the logits' mean, less a constant per image
+    expected = np.exp(mean - mean.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(merged(x), expected, atol=1e-5)
+    assert np.allclose(merge_models(members[:1])(x), members[0](x, training=False), atol=1e-5)
+    assert isinstance(merged, keras.Sequential) and len(merged.layers) < len(members[0].layers)
+
+
+def test_only_members_of_one_plain_architecture_merge():
+    with pytest.raises(DigitsError, match="one plain Sequential architecture"):
+        merge_models([build_model("cnn"), build_model("mlp")])
+    with pytest.raises(DigitsError, match="one plain Sequential architecture"):
+        merge_models([build_model("vgg")] * 2)  # its BatchNorm, before a ReLU, does not fold
 
 
 def test_augmentation_is_off_at_inference():
@@ -267,6 +295,13 @@ def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnis
     assert ensemble_metrics.test_images == metrics.test_images
     loaded = keras.models.load_model(tmp_path / "ens" / "model.keras")
     assert loaded.count_params() == 2 * 225_034
+    # Merged, the pair is one plain network: exported, then read back to fine-tune.
+    build_ensemble([tmp_path / "a", tmp_path / "b"], tmp_path / "merged", merge=True)
+    evaluate_run(tmp_path / "merged")
+    onnx_path, card = export_onnx(tmp_path / "merged")
+    assert "in_model" in card["calibration"]  # a softmax of logits: the temperature folds in
+    assert "2 `cnn` networks" in card["training"]["ensemble"]
+    keras_from_onnx(onnx_path)  # refuses a graph it cannot read, or one that answers otherwise
 
 
 def test_strong_augmentation_trains_and_stays_out_of_inference(tmp_path, mnist_path):

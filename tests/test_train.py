@@ -165,10 +165,11 @@ def test_a_student_learns_half_from_the_labels_half_from_a_teacher_on_its_split(
         _distilled_targets(replace(student, seed=7), images, labels)
     # The model card names the teacher by what it is, not by a folder of this machine.
     from digit_recognizer.ensemble import build_ensemble
-    from digit_recognizer.export import describe_teacher
+    from digit_recognizer.export import describe_run
 
     pair = build_ensemble([tmp_path / "teacher", tmp_path / "student"], tmp_path / "pair")
-    assert describe_teacher(pair) == (
-        "the average of 2 `mlp` networks (recipe baseline, seeds 42, 42) trained on the same data"
+    assert describe_run(pair) == (
+        "the average of 2 `mlp` networks (recipe baseline, 1 epoch, seeds 42, 42) trained on the "
+        "same data"
     )
-    assert describe_teacher(tmp_path / "gone") == "gone"
+    assert describe_run(tmp_path / "gone") == "gone"

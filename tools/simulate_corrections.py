@@ -5,10 +5,11 @@
   .venv/bin/digits finetune --db sqlite:///runs/feedback.sqlite --out runs/finetune
   .venv/bin/digits promote runs/finetune --db sqlite:///runs/feedback.sqlite
 
-Default: 300 flagged 1s (a style the shipped model reads as 7) drawn in the generator's
-training hands, from 10 clients, labelled 1. `--wrong-labels`: 300 digits of every shape,
-each labelled as the next digit (what the gates must refuse). `--score`: the flagged-1 recall
-of a model on 200 flagged 1s in the held-out hands (which no correction used).
+Default: 300 flagged 1s (a style that a model trained on MNIST alone,
+tests/data/mnist_only_model.onnx, reads as 7) drawn in the generator's training hands, from 10
+clients, labelled 1. `--wrong-labels`: 300 digits of every shape, each labelled as the next
+digit (what the gates must refuse). `--score`: the flagged-1 recall of a model on 200 flagged
+1s in the held-out hands (which no correction used).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Ensembles: average the probabilities of several trained runs in one Keras model.
+"""Ensembles: several trained runs answering as one Keras model, in one of two ways:
+
+  average_models  the mean of the members' probabilities (any members)
+  merge_models    one network as wide as the members together, each member's weights in a
+                  block of its own, averaging their logits before one softmax (members of one
+                  Sequential architecture): a plain chain of layers, which `digits finetune`
+                  reads back and trains like any single network
 
 The ensemble is written as an ordinary run folder (model.keras + config.json), so it is
 evaluated, compared, exported to ONNX (one graph) and scored for robustness like any model.
@@ -10,6 +16,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
+import numpy as np
+from keras import layers
 
 from digit_recognizer.artifacts import library_versions, read_json, write_json
 from digit_recognizer.config import load_config, split_of
@@ -29,8 +37,82 @@ def average_models(members: list[keras.Model]) -> keras.Model:
     return keras.Model(inputs, averaged, name="ensemble")
 
 
-def build_ensemble(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Average the best models of `run_dirs` into a new run folder `out_dir`."""
+def _blocks(kernels: list[np.ndarray], positions: int, shared_input: bool, shared_output: bool):
+    """One kernel (..., positions * inputs, outputs) holding each member's kernel in a block
+    of its own. Inputs are channels-last (position-major after Flatten): member k's inputs
+    are its channels at every position. A shared input (the image) or output (the logits,
+    averaged) is one block for all members."""
+    lead = kernels[0].shape[:-2]
+    ins = [k.shape[-2] // positions for k in kernels]
+    outs = [k.shape[-1] for k in kernels]
+    in_starts = [0] * len(kernels) if shared_input else np.cumsum([0, *ins[:-1]])
+    out_starts = [0] * len(kernels) if shared_output else np.cumsum([0, *outs[:-1]])
+    merged = np.zeros(
+        (
+            *lead,
+            positions,
+            ins[0] if shared_input else sum(ins),
+            outs[0] if shared_output else sum(outs),
+        ),
+        np.float32,
+    )
+    scale = 1 / len(kernels) if shared_output else 1.0
+    for kernel, i, o, n_in, n_out in zip(kernels, in_starts, out_starts, ins, outs, strict=True):
+        block = kernel.reshape(*lead, positions, n_in, n_out) * scale
+        merged[..., i : i + n_in, o : o + n_out] += block
+    return merged.reshape(*lead, positions * merged.shape[-2], merged.shape[-1])
+
+
+def merge_models(members: list[keras.Model]) -> keras.Sequential:
+    """One Sequential network computing every member side by side and the mean of their
+    logits before the softmax (the normalised geometric mean of their probabilities).
+    Rescaling and BatchNorm are folded first; members must then have the same layers, of
+    kinds this knows (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense)."""
+    from digit_recognizer.fold import fold_affine
+
+    folded = [fold_affine(inference_model(member)) for member in members]
+    kinds = {tuple(type(layer) for layer in m.layers) for m in folded}
+    known = (
+        layers.Conv2D,
+        layers.MaxPooling2D,
+        layers.ReLU,
+        layers.Flatten,
+        layers.Dropout,
+        layers.Dense,
+    )
+    if (
+        not all(isinstance(m, keras.Sequential) for m in folded)
+        or len(kinds) != 1
+        or not all(issubclass(kind, known) for kind in next(iter(kinds)))
+    ):
+        raise DigitsError("only members of one plain Sequential architecture can be merged")
+    weighted = [k for k, layer in enumerate(folded[0].layers) if layer.weights]
+    clones, values = [], []
+    positions, shared_input = 1, True
+    for k, group in enumerate(zip(*[m.layers for m in folded], strict=True)):
+        config = group[0].get_config()
+        if isinstance(group[0], layers.Flatten):
+            positions = int(np.prod(group[0].input.shape[1:-1]))
+        if group[0].weights:
+            last = k == weighted[-1]
+            kernels = [np.asarray(layer.get_weights()[0]) for layer in group]
+            biases = [np.asarray(layer.get_weights()[1]) for layer in group]
+            kernel = _blocks(kernels, positions, shared_input, shared_output=last)
+            bias = np.mean(biases, axis=0) if last else np.concatenate(biases)
+            size = "filters" if isinstance(group[0], layers.Conv2D) else "units"
+            config[size] = kernel.shape[-1]
+            values.append((len(clones), [kernel, bias.astype(np.float32)]))
+            positions, shared_input = 1, False
+        clones.append(group[0].__class__.from_config(config))
+    merged = keras.Sequential([keras.Input(shape=INPUT_SHAPE), *clones], name="merged")
+    for index, weights in values:
+        merged.layers[index].set_weights(weights)
+    return merged
+
+
+def build_ensemble(run_dirs: list[Path], out_dir: Path, merge: bool = False) -> Path:
+    """Average the best models of `run_dirs` into a new run folder `out_dir`: their
+    probabilities, or with `merge` their logits in one wider network (merge_models)."""
     if not run_dirs:
         raise DigitsError("give at least one run folder to ensemble")
     configs = [load_config(run) for run in run_dirs]
@@ -42,7 +124,8 @@ def build_ensemble(run_dirs: list[Path], out_dir: Path) -> Path:
         )
     members = [load_model(Path(run) / "model.keras") for run in run_dirs]
     out_dir = Path(out_dir)
-    save_model_atomic(average_models(members), out_dir / "model.keras")
+    combine = merge_models if merge else average_models
+    save_model_atomic(combine(members), out_dir / "model.keras")
     first = read_json(Path(run_dirs[0]) / "config.json")
     write_json(
         out_dir / "config.json",
@@ -50,6 +133,7 @@ def build_ensemble(run_dirs: list[Path], out_dir: Path) -> Path:
             **first,
             "config": asdict(replace(configs[0], recipe="ensemble", model="ensemble")),
             "members": [str(Path(run)) for run in run_dirs],
+            "average": "logits" if merge else "probabilities",
             "versions": library_versions(),
         },
     )

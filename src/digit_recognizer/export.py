@@ -114,9 +114,9 @@ def provenance(config: dict) -> dict:
     }
 
 
-def describe_teacher(run_dir: Path) -> str:
-    """The run a model was distilled from, in words that mean something on another machine
-    (its folder does not): recipe, network and seeds."""
+def describe_run(run_dir: Path) -> str:
+    """A run (a teacher, an ensemble) in words that mean something on another machine (its
+    folder does not): recipe, network and seeds."""
     if not (run_dir / "config.json").is_file():
         return run_dir.name
     content = read_json(run_dir / "config.json")
@@ -125,9 +125,12 @@ def describe_teacher(run_dir: Path) -> str:
     members = [read_json(m / "config.json")["config"] for m in folders if m.is_dir()]
     if members and len(members) == len(folders):
         seeds = ", ".join(str(m["seed"]) for m in members)
+        epochs = members[0]["epochs"]
+        merged = ", their logits in one network" if content.get("average") == "logits" else ""
         return (
             f"the average of {len(members)} `{members[0]['model']}` networks "
-            f"(recipe {members[0]['recipe']}, seeds {seeds}) trained on the same data"
+            f"(recipe {members[0]['recipe']}, {epochs} epoch{'s' * (epochs != 1)}, seeds {seeds}) "
+            f"trained on the same data{merged}"
         )
     return f"a `{config['model']}` network (recipe {config['recipe']}, seed {config['seed']})"
 
@@ -154,7 +157,9 @@ def model_card(
             # Settings and data by name and checksum: a local folder means nothing elsewhere.
             card["training"] = {k: v for k, v in content["config"].items() if k != "data_dir"}
             if card["training"].get("teacher"):
-                card["training"]["teacher"] = describe_teacher(Path(card["training"]["teacher"]))
+                card["training"]["teacher"] = describe_run(Path(card["training"]["teacher"]))
+            if content.get("members"):
+                card["training"]["ensemble"] = describe_run(run_dir)
             card["data"] = {k: v for k, v in content["data"].items() if k != "source"}
             card.update(provenance(content))
         elif name == "calibration.json":
@@ -171,8 +176,8 @@ def model_card(
             card["test_accuracy"] = content["accuracy"]
             card["test_macro_f1"] = content["macro_f1"]
             card["parameters"] = content["parameters"]
-        else:
-            card["epochs"] = len(content.get("loss", []))
+        elif "loss" in content:  # an ensemble's history has only its members' epoch times
+            card["epochs"] = len(content["loss"])
     return card
 
 

@@ -188,13 +188,20 @@ def report(
 def ensemble(
     run_dirs: Annotated[list[Path], typer.Argument(help="Trained run folders.")],
     out: Annotated[Path, typer.Option(help="Run folder for the ensemble.")] = Path("runs/ensemble"),
+    merge: Annotated[
+        bool,
+        typer.Option(
+            help="One wider network averaging the members' logits, which `digits finetune` "
+            "can read back (members of one architecture); default: their probabilities."
+        ),
+    ] = False,
 ) -> None:
-    """Average several runs' probabilities into one model, then evaluate it."""
+    """Average several runs into one model, then evaluate it."""
     quiet_tensorflow()
     from digit_recognizer.ensemble import build_ensemble
     from digit_recognizer.evaluate import evaluate_run
 
-    build_ensemble(run_dirs, out)
+    build_ensemble(run_dirs, out, merge=merge)
     metrics = evaluate_run(out)
     console().print(metrics_table(f"ensemble of {len(run_dirs)}", metrics))
     console().print(
