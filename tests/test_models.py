@@ -92,3 +92,16 @@ def test_folding_leaves_alone_what_it_cannot_fold_exactly():
     assert fold_affine(padded) is padded
     vgg = build_model("vgg")
     assert fold_affine(vgg) is vgg  # BatchNorm between Conv and ReLU: nothing linear follows it
+
+
+def test_block_diagonal_kernels_become_grouped_and_back():
+    from digit_recognizer.finetune import ungrouped
+    from digit_recognizer.fold import diagonal_groups
+
+    rng = np.random.default_rng(0)
+    grouped = rng.normal(size=(6, 4, 3, 3)).astype(np.float32)  # 2 groups of 3 filters x 4
+    full = ungrouped(grouped, 2)
+    assert full.shape == (6, 8, 3, 3) and not full[:3, 4:].any() and not full[3:, :4].any()
+    assert diagonal_groups(full) == 2 and np.array_equal(full[3:, 4:], grouped[3:])
+    full[0, 5, 1, 1] = 1e-3  # one weight off the diagonal: no longer two groups
+    assert diagonal_groups(full) == 1 and diagonal_groups(grouped) == 1

@@ -6,6 +6,7 @@ import json
 
 import keras
 import numpy as np
+import onnx
 import pytest
 from conftest import run_digits
 
@@ -121,11 +122,11 @@ def test_ensemble_of_one_equals_the_model_and_averages_two():
     assert np.allclose(average_models([a, b])(x), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["deep48", "cnn", "mlp"])
-def test_merged_members_answer_with_the_mean_of_their_logits(name):
+@pytest.mark.parametrize("names", [["deep48"] * 3, ["cnn"] * 3, ["mlp"] * 2], ids=str)
+def test_merged_members_answer_with_the_mean_of_their_logits(names):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
-    members = [build_model(name) for _ in range(3)]
+    members = [build_model(name) for name in names]
     for member in members:  # BatchNorm statistics a trained model would have: not 0 and 1
         for layer in member.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -143,6 +144,8 @@ def test_merged_members_answer_with_the_mean_of_their_logits(name):
 def test_only_members_of_one_plain_architecture_merge():
     with pytest.raises(DigitsError, match="one plain Sequential architecture"):
         merge_models([build_model("cnn"), build_model("mlp")])
+    with pytest.raises(DigitsError, match="one plain Sequential architecture"):
+        merge_models([build_model("deep"), build_model("deep48")])  # 64 and 48 channels
     with pytest.raises(DigitsError, match="one plain Sequential architecture"):
         merge_models([build_model("vgg")] * 2)  # its BatchNorm, before a ReLU, does not fold
 
@@ -301,6 +304,10 @@ def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnis
     onnx_path, card = export_onnx(tmp_path / "merged")
     assert "in_model" in card["calibration"]  # a softmax of logits: the temperature folds in
     assert "2 `cnn` networks" in card["training"]["ensemble"]
+    groups = [
+        a.i for n in onnx.load(onnx_path).graph.node for a in n.attribute if a.name == "group"
+    ]
+    assert 2 in groups  # the block-diagonal convolutions, grouped: no zeros multiplied
     keras_from_onnx(onnx_path)  # refuses a graph it cannot read, or one that answers otherwise
 
 

@@ -4,7 +4,8 @@
   merge_models    one network as wide as the members together, each member's weights in a
                   block of its own, averaging their logits before one softmax (members of one
                   Sequential architecture): a plain chain of layers, which `digits finetune`
-                  reads back and trains like any single network
+                  reads back and trains like any single network; exported, its block-diagonal
+                  convolutions become grouped ones (fold.group_convolutions)
 
 The ensemble is written as an ordinary run folder (model.keras + config.json), so it is
 evaluated, compared, exported to ONNX (one graph) and scored for robustness like any model.
@@ -63,28 +64,41 @@ def _blocks(kernels: list[np.ndarray], positions: int, shared_input: bool, share
     return merged.reshape(*lead, positions * merged.shape[-2], merged.shape[-1])
 
 
+# The layers merge_models knows: each member's channels or units stay apart through them.
+MERGEABLE = (
+    layers.Conv2D,
+    layers.MaxPooling2D,
+    layers.ReLU,
+    layers.Flatten,
+    layers.Dropout,
+    layers.Dense,
+)
+
+
+def _same_plain_layers(models: list[keras.Model]) -> bool:
+    """Whether the models are Sequential chains of the same MERGEABLE layers, alike in every
+    setting, each weighted one with a bias."""
+
+    def settings(layer: layers.Layer) -> dict:
+        return {k: v for k, v in layer.get_config().items() if k != "name"}
+
+    if not all(isinstance(m, keras.Sequential) for m in models):
+        return False
+    rows = [[(type(layer), settings(layer)) for layer in m.layers] for m in models]
+    return all(row == rows[0] for row in rows) and all(
+        isinstance(layer, MERGEABLE) and len(layer.weights) in (0, 2) for layer in models[0].layers
+    )
+
+
 def merge_models(members: list[keras.Model]) -> keras.Sequential:
     """One Sequential network computing every member side by side and the mean of their
     logits before the softmax (the normalised geometric mean of their probabilities).
-    Rescaling and BatchNorm are folded first; members must then have the same layers, of
-    kinds this knows (Conv2D, MaxPooling2D, ReLU, Flatten, Dropout, Dense)."""
+    Rescaling and BatchNorm are folded first (fold.fold_affine); what is left must be the same
+    chain of MERGEABLE layers in every member."""
     from digit_recognizer.fold import fold_affine
 
     folded = [fold_affine(inference_model(member)) for member in members]
-    kinds = {tuple(type(layer) for layer in m.layers) for m in folded}
-    known = (
-        layers.Conv2D,
-        layers.MaxPooling2D,
-        layers.ReLU,
-        layers.Flatten,
-        layers.Dropout,
-        layers.Dense,
-    )
-    if (
-        not all(isinstance(m, keras.Sequential) for m in folded)
-        or len(kinds) != 1
-        or not all(issubclass(kind, known) for kind in next(iter(kinds)))
-    ):
+    if not _same_plain_layers(folded):
         raise DigitsError("only members of one plain Sequential architecture can be merged")
     weighted = [k for k, layer in enumerate(folded[0].layers) if layer.weights]
     clones, values = [], []

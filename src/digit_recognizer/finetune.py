@@ -68,10 +68,22 @@ def select(
     return split
 
 
+def ungrouped(kernel: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped ONNX Conv kernel (out, in / groups, kh, kw) as the ordinary kernel it stands
+    for: each group's block on the diagonal, zeros elsewhere. Keras exports grouped Conv2D
+    through a compiled function ONNX cannot read, and fine-tuning may fill the zeros."""
+    out, per_group = kernel.shape[:2]
+    o = out // groups
+    full = np.zeros((out, per_group * groups, *kernel.shape[2:]), kernel.dtype)
+    for g in range(groups):
+        full[g * o : (g + 1) * o, g * per_group : (g + 1) * per_group] = kernel[g * o : (g + 1) * o]
+    return full
+
+
 def keras_from_onnx(path: Path):
-    """The Keras network an exported digit model's ONNX graph computes (convolutions, ReLU,
-    max pooling, flatten, dense, softmax: what `digits export` writes for the CNNs), with
-    Dropout before each dense layer for training. Refuses any other graph."""
+    """The Keras network an exported digit model's ONNX graph computes (convolutions, grouped
+    ones included, ReLU, max pooling, flatten, dense, softmax: what `digits export` writes for
+    the CNNs), with Dropout before each dense layer for training. Refuses any other graph."""
     import keras
     import onnx
     from keras import layers
@@ -88,8 +100,9 @@ def keras_from_onnx(path: Path):
             continue  # NHWC -> NCHW of a one-channel image: a reshape Keras does not need
         if node.op_type == "Conv":
             kernel = weights[node.input[1]]
-            if any(attributes.get("pads", [0])) or attributes.get("group", 1) != 1:
-                raise DigitsError(f"{path}: padded or grouped convolutions are not supported")
+            if any(attributes.get("pads", [0])):
+                raise DigitsError(f"{path}: padded convolutions are not supported")
+            kernel = ungrouped(kernel, attributes.get("group", 1))
             layer = layers.Conv2D(kernel.shape[0], kernel.shape[2:], strides=attributes["strides"])
             stack.append(layer)
             assigned.append((layer, [kernel.transpose(2, 3, 1, 0), weights[node.input[2]]]))
