@@ -3,8 +3,8 @@
 On the Keras side, Rescaling and BatchNorm layers are folded into the next layer's weights;
 on the ONNX side, Flatten's run-time shape arithmetic becomes one constant Reshape, a
 block-diagonal convolution (a merged ensemble's) a grouped one, and a calibration temperature
-goes into the last layer. Each rewrite is exact (export checks the
-result against Keras) and leaves a graph it cannot rewrite exactly as it is.
+goes into the last layer. Each rewrite is exact (export checks the result against Keras) and
+leaves a graph it cannot rewrite exactly as it is.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def group_convolutions(model) -> None:
         if len(_consumers(model.graph, conv.input[1])) != 1:
             continue
         kernel = numpy_helper.to_array(constants[conv.input[1]])
-        groups = diagonal_groups(kernel)
+        groups = diagonal_groups(kernel) if kernel.ndim == 4 else 1
         if groups == 1:
             continue
         o, i = kernel.shape[0] // groups, kernel.shape[1] // groups
