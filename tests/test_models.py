@@ -95,7 +95,7 @@ def test_folding_leaves_alone_what_it_cannot_fold_exactly():
 
 
 def test_block_diagonal_kernels_become_grouped_and_back():
-    from digit_recognizer.finetune import ungrouped
+    from digit_recognizer.finetune import block_diagonal, ungrouped
     from digit_recognizer.fold import diagonal_groups
 
     rng = np.random.default_rng(0)
@@ -105,3 +105,6 @@ def test_block_diagonal_kernels_become_grouped_and_back():
     assert diagonal_groups(full) == 2 and np.array_equal(full[3:, 4:], grouped[3:])
     full[0, 5, 1, 1] = 1e-3  # one weight off the diagonal: no longer two groups
     assert diagonal_groups(full) == 1 and diagonal_groups(grouped) == 1
+    dense = block_diagonal([np.ones((3, 2)), 2 * np.ones((3, 2))])  # a dense layer's blocks
+    assert dense.shape == (6, 4) and dense[3:, 2:].min() == 2 and not dense[:3, 2:].any()
+    assert diagonal_groups(dense.T[:, :, None, None]) == 2

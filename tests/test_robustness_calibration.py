@@ -304,10 +304,10 @@ def test_evaluate_writes_calibration_and_ensemble_runs_end_to_end(tmp_path, mnis
     onnx_path, card = export_onnx(tmp_path / "merged")
     assert "in_model" in card["calibration"]  # a softmax of logits: the temperature folds in
     assert "2 `cnn` networks" in card["training"]["ensemble"]
-    groups = [
-        a.i for n in onnx.load(onnx_path).graph.node for a in n.attribute if a.name == "group"
-    ]
+    nodes = onnx.load(onnx_path).graph.node
+    groups = [a.i for n in nodes for a in n.attribute if a.name == "group"]
     assert 2 in groups  # the block-diagonal convolutions, grouped: no zeros multiplied
+    assert [n.op_type for n in nodes].count("MatMul") == 3  # the first dense layer in 2 blocks
     keras_from_onnx(onnx_path)  # refuses a graph it cannot read, or one that answers otherwise
 
 

@@ -47,12 +47,17 @@ def max_output_difference(
 
 def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     """Export `keras_model` to ONNX at `out` (atomically), rewritten by constant_flatten,
-    group_convolutions and, for a temperature other than 1, fold_temperature. True if the
-    temperature was folded."""
+    group_convolutions, split_matmuls and, for a temperature other than 1, fold_temperature.
+    True if the temperature was folded."""
     import keras
     import onnx
 
-    from digit_recognizer.fold import constant_flatten, fold_temperature, group_convolutions
+    from digit_recognizer.fold import (
+        constant_flatten,
+        fold_temperature,
+        group_convolutions,
+        split_matmuls,
+    )
 
     # Keras traces the model for ONNX without training=False, and a nested model (the
     # keras.applications base of `mobilenet`) then normalised with each batch's statistics:
@@ -66,6 +71,7 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
         model = onnx.load(str(raw))
     constant_flatten(model)
     group_convolutions(model)
+    split_matmuls(model)  # after constant_flatten: its row order keeps each member's together
     folded = temperature != 1.0 and fold_temperature(model, temperature)
     onnx.checker.check_model(model)
     write_atomic(out, lambda tmp: onnx.save(model, str(tmp)))

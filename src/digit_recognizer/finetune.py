@@ -80,10 +80,21 @@ def ungrouped(kernel: np.ndarray, groups: int) -> np.ndarray:
     return full
 
 
+def block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    """Dense weights (inputs, outputs) with each block on the diagonal, zeros elsewhere: what
+    one MatMul per block between a Split and a Concat computes (fold.split_matmuls)."""
+    i, o = blocks[0].shape
+    full = np.zeros((i * len(blocks), o * len(blocks)), blocks[0].dtype)
+    for g, block in enumerate(blocks):
+        full[g * i : (g + 1) * i, g * o : (g + 1) * o] = block
+    return full
+
+
 def keras_from_onnx(path: Path):
     """The Keras network an exported digit model's ONNX graph computes (convolutions, grouped
-    ones included, ReLU, max pooling, flatten, dense, softmax: what `digits export` writes for
-    the CNNs), with Dropout before each dense layer for training. Refuses any other graph."""
+    ones included, ReLU, max pooling, flatten, dense layers, split into blocks or not, softmax:
+    what `digits export` writes for the CNNs), with Dropout before each dense layer for
+    training. Refuses any other graph."""
     import keras
     import onnx
     from keras import layers
@@ -94,6 +105,7 @@ def keras_from_onnx(path: Path):
     stack: list = [keras.Input((28, 28, 1))]
     assigned: list[tuple] = []
     nodes = list(graph.node)
+    blocks = None  # the weights of the MatMuls after a Split, until their Concat
     for k, node in enumerate(nodes):
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Reshape" and k == 0:
@@ -112,13 +124,18 @@ def keras_from_onnx(path: Path):
             stack.append(layers.MaxPooling2D(attributes["kernel_shape"], attributes["strides"]))
         elif node.op_type == "Reshape":  # flatten, in ONNX's channels-first order
             stack += [layers.Permute((3, 1, 2)), layers.Flatten()]
-        elif node.op_type == "MatMul":
-            kernel = weights[node.input[1]]
+        elif node.op_type == "Split":  # with the MatMuls up to its Concat: one dense layer
+            blocks = []
+        elif node.op_type == "MatMul" and blocks is not None:
+            blocks.append(weights[node.input[1]])
+        elif node.op_type == "MatMul" or (node.op_type == "Concat" and blocks):
+            kernel = weights[node.input[1]] if node.op_type == "MatMul" else block_diagonal(blocks)
+            blocks = None
             bias = weights[nodes[k + 1].input[1]]  # the Add that follows
             layer = layers.Dense(kernel.shape[1])
             stack += [layers.Dropout(0.3), layer]
             assigned.append((layer, [kernel, bias]))
-        elif node.op_type == "Add" and nodes[k - 1].op_type == "MatMul":
+        elif node.op_type == "Add" and nodes[k - 1].op_type in ("MatMul", "Concat"):
             continue
         elif node.op_type == "Softmax":
             stack.append(layers.Softmax())

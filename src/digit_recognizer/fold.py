@@ -2,9 +2,10 @@
 
 On the Keras side, Rescaling and BatchNorm layers are folded into the next layer's weights;
 on the ONNX side, Flatten's run-time shape arithmetic becomes one constant Reshape, a
-block-diagonal convolution (a merged ensemble's) a grouped one, and a calibration temperature
-goes into the last layer. Each rewrite is exact (export checks the result against Keras) and
-leaves a graph it cannot rewrite exactly as it is.
+block-diagonal convolution (a merged ensemble's) a grouped one and a block-diagonal matrix
+product one product per block, and a calibration temperature goes into the last layer. Each
+rewrite is exact (export checks the result against Keras) and leaves a graph it cannot
+rewrite exactly as it is.
 """
 
 from __future__ import annotations
@@ -200,6 +201,43 @@ def group_convolutions(model) -> None:
         for attribute in group:
             conv.attribute.remove(attribute)
         conv.attribute.append(helper.make_attribute("group", groups))
+
+
+def split_matmuls(model) -> None:
+    """Each MatMul of constant block-diagonal weights (a merged ensemble's first dense layer:
+    member k's units read only member k's features) becomes a Split of its input, one MatMul
+    per block and a Concat: ONNX has no grouped matrix product, and for one image the zeros'
+    reading is most of the layer's time."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    replaced = {}  # node index -> the nodes that take its place
+    for index, matmul in enumerate(graph.node):
+        if matmul.op_type != "MatMul":
+            continue
+        name = matmul.input[1]
+        if name not in constants or len(_consumers(graph, name)) != 1:
+            continue
+        weights = numpy_helper.to_array(constants[name])
+        groups = diagonal_groups(weights.T[:, :, None, None]) if weights.ndim == 2 else 1
+        if groups == 1:
+            continue
+        i, o = weights.shape[0] // groups, weights.shape[1] // groups
+        pieces = [f"{matmul.input[0]}_block{g}" for g in range(groups)]
+        products = [f"{matmul.output[0]}_block{g}" for g in range(groups)]
+        nodes = [helper.make_node("Split", [matmul.input[0]], pieces, axis=1)]
+        for g in range(groups):
+            block = weights[g * i : (g + 1) * i, g * o : (g + 1) * o]
+            graph.initializer.append(numpy_helper.from_array(block, f"{name}_block{g}"))
+            nodes.append(helper.make_node("MatMul", [pieces[g], f"{name}_block{g}"], [products[g]]))
+        nodes.append(helper.make_node("Concat", products, [matmul.output[0]], axis=1))
+        replaced[index] = nodes
+    if replaced:
+        ordered = [new for k, node in enumerate(graph.node) for new in replaced.get(k, [node])]
+        del graph.node[:]
+        graph.node.extend(ordered)
+        _drop_unused(graph)
 
 
 def fold_temperature(model, temperature: float) -> bool:
