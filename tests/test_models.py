@@ -95,16 +95,16 @@ def test_folding_leaves_alone_what_it_cannot_fold_exactly():
 
 
 def test_block_diagonal_kernels_become_grouped_and_back():
-    from digit_recognizer.finetune import block_diagonal, ungrouped
-    from digit_recognizer.fold import diagonal_groups
+    from digit_recognizer.fold import block_diagonal, diagonal_blocks, diagonal_groups
 
     rng = np.random.default_rng(0)
     grouped = rng.normal(size=(6, 4, 3, 3)).astype(np.float32)  # 2 groups of 3 filters x 4
-    full = ungrouped(grouped, 2)
+    full = block_diagonal(np.split(grouped, 2))
     assert full.shape == (6, 8, 3, 3) and not full[:3, 4:].any() and not full[3:, :4].any()
     assert diagonal_groups(full) == 2 and np.array_equal(full[3:, 4:], grouped[3:])
+    assert np.array_equal(np.concatenate(diagonal_blocks(full, 2)), grouped)
     full[0, 5, 1, 1] = 1e-3  # one weight off the diagonal: no longer two groups
     assert diagonal_groups(full) == 1 and diagonal_groups(grouped) == 1
     dense = block_diagonal([np.ones((3, 2)), 2 * np.ones((3, 2))])  # a dense layer's blocks
     assert dense.shape == (6, 4) and dense[3:, 2:].min() == 2 and not dense[:3, 2:].any()
-    assert diagonal_groups(dense.T[:, :, None, None]) == 2
+    assert diagonal_groups(dense) == 2

@@ -39,28 +39,20 @@ def average_models(members: list[keras.Model]) -> keras.Model:
 
 
 def _blocks(kernels: list[np.ndarray], positions: int, shared_input: bool, shared_output: bool):
-    """One kernel (..., positions * inputs, outputs) holding each member's kernel in a block
-    of its own. Inputs are channels-last (position-major after Flatten): member k's inputs
-    are its channels at every position. A shared input (the image) or output (the logits,
-    averaged) is one block for all members."""
-    lead = kernels[0].shape[:-2]
-    ins = [k.shape[-2] // positions for k in kernels]
-    outs = [k.shape[-1] for k in kernels]
-    in_starts = [0] * len(kernels) if shared_input else np.cumsum([0, *ins[:-1]])
-    out_starts = [0] * len(kernels) if shared_output else np.cumsum([0, *outs[:-1]])
+    """One kernel (..., positions * inputs, outputs) holding each member's kernel (all of one
+    shape) in a block of its own. Inputs are channels-last (position-major after Flatten):
+    member k's inputs are its channels at every position. A shared input (the image) or
+    output (the logits, averaged) is one block for all members."""
+    n, lead = len(kernels), kernels[0].shape[:-2]
+    ins, outs = kernels[0].shape[-2] // positions, kernels[0].shape[-1]
     merged = np.zeros(
-        (
-            *lead,
-            positions,
-            ins[0] if shared_input else sum(ins),
-            outs[0] if shared_output else sum(outs),
-        ),
+        (*lead, positions, ins if shared_input else n * ins, outs if shared_output else n * outs),
         np.float32,
     )
-    scale = 1 / len(kernels) if shared_output else 1.0
-    for kernel, i, o, n_in, n_out in zip(kernels, in_starts, out_starts, ins, outs, strict=True):
-        block = kernel.reshape(*lead, positions, n_in, n_out) * scale
-        merged[..., i : i + n_in, o : o + n_out] += block
+    for k, kernel in enumerate(kernels):
+        i, o = (0 if shared_input else k * ins), (0 if shared_output else k * outs)
+        block = kernel.reshape(*lead, positions, ins, outs)
+        merged[..., i : i + ins, o : o + outs] += block / n if shared_output else block
     return merged.reshape(*lead, positions * merged.shape[-2], merged.shape[-1])
 
 

@@ -68,28 +68,6 @@ def select(
     return split
 
 
-def ungrouped(kernel: np.ndarray, groups: int) -> np.ndarray:
-    """A grouped ONNX Conv kernel (out, in / groups, kh, kw) as the ordinary kernel it stands
-    for: each group's block on the diagonal, zeros elsewhere. Keras exports grouped Conv2D
-    through a compiled function ONNX cannot read, and fine-tuning may fill the zeros."""
-    out, per_group = kernel.shape[:2]
-    o = out // groups
-    full = np.zeros((out, per_group * groups, *kernel.shape[2:]), kernel.dtype)
-    for g in range(groups):
-        full[g * o : (g + 1) * o, g * per_group : (g + 1) * per_group] = kernel[g * o : (g + 1) * o]
-    return full
-
-
-def block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
-    """Dense weights (inputs, outputs) with each block on the diagonal, zeros elsewhere: what
-    one MatMul per block between a Split and a Concat computes (fold.split_matmuls)."""
-    i, o = blocks[0].shape
-    full = np.zeros((i * len(blocks), o * len(blocks)), blocks[0].dtype)
-    for g, block in enumerate(blocks):
-        full[g * i : (g + 1) * i, g * o : (g + 1) * o] = block
-    return full
-
-
 def keras_from_onnx(path: Path):
     """The Keras network an exported digit model's ONNX graph computes (convolutions, grouped
     ones included, ReLU, max pooling, flatten, dense layers, split into blocks or not, softmax:
@@ -99,6 +77,8 @@ def keras_from_onnx(path: Path):
     import onnx
     from keras import layers
     from onnx import numpy_helper
+
+    from digit_recognizer.fold import block_diagonal
 
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -114,7 +94,9 @@ def keras_from_onnx(path: Path):
             kernel = weights[node.input[1]]
             if any(attributes.get("pads", [0])):
                 raise DigitsError(f"{path}: padded convolutions are not supported")
-            kernel = ungrouped(kernel, attributes.get("group", 1))
+            # A grouped kernel as the ordinary one it stands for (zeros off the diagonal):
+            # Keras exports grouped Conv2D through a function ONNX cannot read.
+            kernel = block_diagonal(np.split(kernel, attributes.get("group", 1)))
             layer = layers.Conv2D(kernel.shape[0], kernel.shape[2:], strides=attributes["strides"])
             stack.append(layer)
             assigned.append((layer, [kernel.transpose(2, 3, 1, 0), weights[node.input[2]]]))

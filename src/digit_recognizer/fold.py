@@ -162,19 +162,33 @@ def constant_flatten(model) -> None:
     _drop_unused(graph)
 
 
-def diagonal_groups(kernel: np.ndarray) -> int:
-    """The most groups an ONNX Conv kernel (out, in, kh, kw) splits into: equal blocks on the
-    diagonal, zeros everywhere else (1: none)."""
-    out, inputs = kernel.shape[:2]
-    for groups in range(min(out, inputs), 1, -1):
-        if out % groups or inputs % groups:
+def diagonal_groups(weights: np.ndarray) -> int:
+    """The most groups a kernel splits into along its first two axes (a Conv's (out, in, kh,
+    kw), a MatMul's (in, out)): equal blocks on the diagonal, zeros everywhere else (1: none)."""
+    rows, columns = weights.shape[:2]
+    for groups in range(min(rows, columns), 1, -1):
+        if rows % groups or columns % groups:
             continue
-        o, i = out // groups, inputs // groups
-        blocks = kernel.reshape(groups, o, groups, i, *kernel.shape[2:])
-        off_diagonal = ~np.eye(groups, dtype=bool)
-        if not np.any(blocks.transpose(0, 2, 1, 3, 4, 5)[off_diagonal]):
+        blocks = weights.reshape(groups, rows // groups, groups, columns // groups, -1)
+        if not np.swapaxes(blocks, 1, 2)[~np.eye(groups, dtype=bool)].any():
             return groups
     return 1
+
+
+def diagonal_blocks(weights: np.ndarray, groups: int) -> list[np.ndarray]:
+    """The `groups` blocks on the diagonal of `weights` (first two axes)."""
+    r, c = weights.shape[0] // groups, weights.shape[1] // groups
+    return [weights[g * r : (g + 1) * r, g * c : (g + 1) * c] for g in range(groups)]
+
+
+def block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    """diagonal_blocks' inverse: the blocks on the diagonal of their first two axes, zeros
+    elsewhere (how finetune.keras_from_onnx reads a grouped Conv or a split MatMul back)."""
+    r, c = blocks[0].shape[:2]
+    full = np.zeros((r * len(blocks), c * len(blocks), *blocks[0].shape[2:]), blocks[0].dtype)
+    for g, block in enumerate(blocks):
+        full[g * r : (g + 1) * r, g * c : (g + 1) * c] = block
+    return full
 
 
 def group_convolutions(model) -> None:
@@ -191,13 +205,12 @@ def group_convolutions(model) -> None:
         if len(_consumers(model.graph, conv.input[1])) != 1:
             continue
         kernel = numpy_helper.to_array(constants[conv.input[1]])
-        groups = diagonal_groups(kernel) if kernel.ndim == 4 else 1
+        groups = diagonal_groups(kernel)
         if groups == 1:
             continue
-        o, i = kernel.shape[0] // groups, kernel.shape[1] // groups
-        blocks = [kernel[g * o : (g + 1) * o, g * i : (g + 1) * i] for g in range(groups)]
         name = conv.input[1]
-        constants[name].CopyFrom(numpy_helper.from_array(np.concatenate(blocks), name))
+        grouped = np.concatenate(diagonal_blocks(kernel, groups))  # (out, in / groups, kh, kw)
+        constants[name].CopyFrom(numpy_helper.from_array(grouped, name))
         for attribute in group:
             conv.attribute.remove(attribute)
         conv.attribute.append(helper.make_attribute("group", groups))
@@ -220,15 +233,13 @@ def split_matmuls(model) -> None:
         if name not in constants or len(_consumers(graph, name)) != 1:
             continue
         weights = numpy_helper.to_array(constants[name])
-        groups = diagonal_groups(weights.T[:, :, None, None]) if weights.ndim == 2 else 1
+        groups = diagonal_groups(weights)
         if groups == 1:
             continue
-        i, o = weights.shape[0] // groups, weights.shape[1] // groups
         pieces = [f"{matmul.input[0]}_block{g}" for g in range(groups)]
         products = [f"{matmul.output[0]}_block{g}" for g in range(groups)]
         nodes = [helper.make_node("Split", [matmul.input[0]], pieces, axis=1)]
-        for g in range(groups):
-            block = weights[g * i : (g + 1) * i, g * o : (g + 1) * o]
+        for g, block in enumerate(diagonal_blocks(weights, groups)):
             graph.initializer.append(numpy_helper.from_array(block, f"{name}_block{g}"))
             nodes.append(helper.make_node("MatMul", [pieces[g], f"{name}_block{g}"], [products[g]]))
         nodes.append(helper.make_node("Concat", products, [matmul.output[0]], axis=1))
