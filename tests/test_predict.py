@@ -54,6 +54,8 @@ def test_no_held_out_style_trained_the_shipped_model(recognizer):
 
     generated = recognizer.card["data"].get("generated") or {}  # None: MNIST alone trained it
     for split, settings in generated.items():
+        if split == "form_scans":  # scans again digits of the entries above: no hands of its own
+            continue
         hands = {settings["hand"]["name"]} if split == "scans" else set(settings["hands"])
         assert hands and hands <= {*synth.TRAIN_HANDS, synth.MNIST_SCAN.name}
         assert not hands & set(synth.HELD_OUT_HANDS)

@@ -149,6 +149,51 @@ def test_a_coarse_scan_keeps_its_strokes():
         assert np.count_nonzero(coarse > 100) >= 0.8 * np.count_nonzero(full > 100), digit
 
 
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 9))),
+    st.integers(2, 6),
+    st.integers(0, 80),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_pixel_replicated_image_is_found_with_its_factor(small, factor, where):
+    """Every factor x factor block one grey: found, with the largest such factor; one pixel
+    changed inside a block (or any ordinary image): not found."""
+    big = np.kron(small, np.ones((factor, factor), np.uint8)).astype(np.float32)
+    found = pp.replication_factor(big)
+    assert found % factor == 0 and np.array_equal(
+        np.kron(big[::found, ::found], np.ones((found, found))), big
+    )
+    row, col = divmod(where % big.size, big.shape[1])
+    if row % factor or col % factor:  # a pixel that repeats another in its block
+        broken = big.copy()
+        broken[row, col] = 255 - broken[row, col]  # 255 is odd: never the same grey
+        assert pp.replication_factor(broken) < found
+
+
+def test_block_scans_are_read_from_their_own_pixels(small_mnist):
+    """An 8x8 block scan shown at 32 px is enlarged again from its 64 pixels: its view is
+    closer to the digit's own view than when its blocks' staircase is read as the outline
+    (MNIST digits, mean correlation of the views), and an ordinary image passes unchanged."""
+    from digit_recognizer import synth
+
+    def view_without_smoothing(grey):
+        ink = pp.ink_map(grey)
+        return pp.digit_from_ink(ink, pp.ink_mask(ink))
+
+    def likeness(read) -> float:
+        scores = []
+        for image in small_mnist.x_test[:60]:
+            own = pp.preprocess(255 - image.astype(np.float32))
+            scan = synth.block_scan(image).astype(np.float32)
+            scores.append(np.corrcoef(read(scan).ravel(), own.ravel())[0, 1])
+        return float(np.mean(scores))
+
+    smoothed, staircase = likeness(pp.preprocess), likeness(view_without_smoothing)
+    assert smoothed > staircase + 0.01, (smoothed, staircase)
+    photo = small_mnist.x_test[0].astype(np.float32)
+    assert pp.smooth_blocks(photo) is photo
+
+
 def test_half_size_reading_agrees_with_full_size(digits):
     correlations = []
     for digit in digits[:12]:

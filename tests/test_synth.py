@@ -94,16 +94,42 @@ def test_mnist_digits_as_coarse_scans(small_mnist):
         synth.render_scan(np.zeros((28, 28), np.uint8), np.random.default_rng(0))
 
 
-def test_a_block_scan_is_8x8_blocks_of_17_levels():
+@pytest.mark.parametrize("scan", [synth.block_scan, synth.form_scan])
+def test_a_block_scan_is_8x8_blocks_of_17_levels(scan):
     drawn = synth.render(8, "two_loops", "marker", np.random.default_rng(0))
     image = np.where(drawn < 128, 255 - drawn, 0).astype(np.uint8)  # ink on black, no paper
-    scan = synth.block_scan(image)
-    assert scan.shape == (32, 32) and scan.dtype == np.uint8
-    blocks = scan.reshape(8, 4, 8, 4).transpose(0, 2, 1, 3).reshape(8, 8, 16)
+    scanned = scan(image)
+    assert scanned.shape == (32, 32) and scanned.dtype == np.uint8
+    blocks = scanned.reshape(8, 4, 8, 4).transpose(0, 2, 1, 3).reshape(8, 8, 16)
     assert (blocks == blocks[..., :1]).all()  # every 4x4 block one grey
-    levels = set(np.unique(scan)) - {255}
+    levels = set(np.unique(scanned)) - {255}
     assert levels and levels <= {int(255 - k * 255 / 16) for k in range(1, 17)}
-    assert scan.min() < 128  # a block mostly ink is dark
+    assert scanned.min() < 128  # a block mostly ink is dark
+
+
+def _inked_columns(scan: np.ndarray) -> int:
+    return int((scan < 255).any(axis=0).sum() // 4)
+
+
+def test_a_form_scan_stretches_every_digit_to_one_box_and_evens_its_strokes():
+    """NIST's form reader: a narrow 1 comes out a wide bar (stretched to 20 of 32 px, thinned
+    to 16: 4 of the 8 blocks, where the aspect-keeping block scan leaves it 2), a 0 fills 6
+    blocks, and a hairline and a marker stroke of one shape come out with about the same
+    amount of ink."""
+    one = np.zeros((28, 28), np.uint8)
+    one[4:24, 13:15] = 255
+    zero = np.zeros((28, 28), np.uint8)
+    zero[4:24, 6:22] = 255
+    zero[7:21, 9:19] = 0
+    assert _inked_columns(synth.block_scan(one)) <= 2
+    assert _inked_columns(synth.form_scan(one)) == 4 and _inked_columns(synth.form_scan(zero)) == 6
+    thin, thick = np.zeros((2, 56, 56), np.uint8)
+    thin[8:48, 10:12] = thin[8:10, 10:46] = 255  # an L of a hairline
+    thick[8:48, 10:20] = thick[8:18, 10:46] = 255  # the same L in marker
+    ink = [255 * 1024 - int(synth.form_scan(image).astype(int).sum()) for image in (thin, thick)]
+    assert 0.5 < ink[0] / ink[1] < 2  # evened out: the raw strokes differ fivefold
+    assert synth._form_stroke_steps(100) == 2 and synth._form_stroke_steps(600) == -2
+    assert synth._form_stroke_steps(300) == 0
 
 
 def test_held_out_hands_never_train():
@@ -120,17 +146,23 @@ def test_training_records_what_it_generated(tmp_path, small_mnist):
     from digit_recognizer.config import recipe_config
     from digit_recognizer.train import train
 
-    cfg = recipe_config("fast", epochs=1, limit=300, synth=0.2, synth_shape=0.1, scans=0.5)
+    cfg = recipe_config(
+        "fast", epochs=1, limit=300, synth=0.2, synth_shape=0.1, scans=0.5, form_scans=0.3
+    )
     train(cfg, tmp_path / "run", data=small_mnist, verbose=0)
     data = read_json(tmp_path / "run" / "config.json")["data"]
     generated, scans = data["generated"], data["generated"]["scans"]
+    form_scans = generated["form_scans"]
     assert generated["train"]["hands"] == list(synth.TRAIN_HANDS)
     assert generated["train"]["version"] == synth.GENERATOR_VERSION
     assert generated["train"]["shape"] == generated["validation"]["shape"] == 0.1
     assert generated["train"]["seed"] != generated["validation"]["seed"]
     mnist_train = round(0.9 * len(small_mnist.x_train))  # the rest is the validation split
     assert scans["train"]["images"] == round(0.5 * mnist_train)
-    assert data["train"] == mnist_train + generated["train"]["images"] + scans["train"]["images"]
+    assert form_scans["train"]["images"] == round(0.3 * mnist_train)
+    assert form_scans["box"] == list(synth.FORM_BOX) and form_scans["validation"]["images"] > 0
+    scanned = scans["train"]["images"] + form_scans["train"]["images"]
+    assert data["train"] == mnist_train + generated["train"]["images"] + scanned
     assert not set(generated["validation"]["hands"]) & set(synth.HELD_OUT_HANDS)
     assert scans["hand"]["name"] == synth.MNIST_SCAN.name and scans["validation"]["images"] > 0
 

@@ -57,6 +57,9 @@ class TrainConfig:
     synth: float = _setting(0.0, "Generated digits added to training, share of MNIST's (0.2).")
     synth_shape: float = _setting(0.0, "Generated digits' shape variety (0.1 of their size).")
     scans: float = _setting(0.0, "MNIST digits added again as coarse scans, share of MNIST's.")
+    form_scans: float = _setting(
+        0.0, "MNIST and generated digits added again as 8x8 form scans, share of MNIST's."
+    )
     synth_seed: int = _setting(0, "Seed of the generated digits.", cli=False)
     teacher: str | None = _setting(None, "Run folder whose probabilities join the labels.")
     seed: int = _setting(42, "Random seed.")
@@ -79,6 +82,7 @@ class TrainConfig:
             "the generated share cannot be negative": self.synth >= 0,
             "the shape variety must be in [0, 0.3]": 0 <= self.synth_shape <= 0.3,
             "the scanned share must be in [0, 1]": 0 <= self.scans <= 1,
+            "the form-scanned share must be in [0, 1]": 0 <= self.form_scans <= 1,
             "limit must be at least 10 images": self.limit is None or self.limit >= 10,
         }
         failed = [message for message, ok in checks.items() if not ok]

@@ -79,10 +79,14 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
 
 
 def generated_images(generated: dict | None, split: str) -> int:
-    """How many generated images (drawn digits and coarse scans) a run added to `split`."""
+    """How many generated images (drawn digits, coarse and form scans) a run added to `split`."""
     generated = generated or {}
     drawn = generated.get(split, {}).get("images", 0)
-    return drawn + generated.get("scans", {}).get(split, {}).get("images", 0)
+    scanned = (generated.get(kind, {}).get(split, {}).get("images", 0) for kind in SCAN_KINDS)
+    return drawn + sum(scanned)
+
+
+SCAN_KINDS = ("scans", "form_scans")  # generated entries that re-scan digits, not draw them
 
 
 def provenance(config: dict) -> dict:
@@ -93,6 +97,7 @@ def provenance(config: dict) -> dict:
     data = config["data"]
     generated = dict(data.get("generated") or {})
     scans = generated.pop("scans", None)
+    form_scans = generated.pop("form_scans", None)
     added = generated_images(data.get("generated"), "train")
     training = [
         f"{data['train'] - added} images of the {data['dataset']} training set (the rest"
@@ -110,6 +115,13 @@ def provenance(config: dict) -> dict:
             f"coarse scans ({sizes[0]}-{sizes[-1]} px) of {scans['train']['images']} of those "
             f"training digits and {scans['validation']['images']} validation digits: "
             f"digit_recognizer.synth version {scans['version']}, style {scans['hand']['name']}"
+        )
+    if form_scans:
+        training.append(
+            f"8x8 form scans (synth.form_scan, ink box {form_scans['box'][0]}x"
+            f"{form_scans['box'][1]} px) of {form_scans['train']['images']} of those MNIST and "
+            f"generated training digits and {form_scans['validation']['images']} validation "
+            f"digits: digit_recognizer.synth version {form_scans['version']}"
         )
     return {
         "training_data": training,

@@ -1,6 +1,7 @@
 """Generated digits a training run adds to MNIST's splits: digits drawn by the generator in
-its training hands (`TrainConfig.synth`) and MNIST's own digits again as coarse scans
-(`TrainConfig.scans`), to the training split and, a fixed set, to the validation split.
+its training hands (`TrainConfig.synth`), MNIST's own digits again as coarse scans
+(`TrainConfig.scans`), and MNIST's and drawn digits as 8x8 scans of a form reader
+(`TrainConfig.form_scans`), to the training split and, a fixed set, to the validation split.
 """
 
 from __future__ import annotations
@@ -55,16 +56,53 @@ def _scanned_digits(cfg: TrainConfig, split: tuple, val_count: int, provenance: 
     return added
 
 
+def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: dict) -> dict:
+    """`cfg.form_scans` times `count` digits of the training pool (MNIST's and drawn ones)
+    again as 8x8 form scans (synth.form_scan), and as many of the validation pool as the other
+    sources add to validation: {split: (views, labels)}."""
+    record = {
+        "share": cfg.form_scans,
+        "box": list(synth.FORM_BOX),
+        "version": synth.GENERATOR_VERSION,
+    }
+    added = {}
+    for name, wanted, seed in (
+        ("train", round(cfg.form_scans * count), cfg.synth_seed + 4),
+        ("validation", _validation_count(cfg), cfg.synth_seed + 5),
+    ):
+        x, y = pools[name]
+        chosen = np.random.default_rng(seed).choice(len(x), min(wanted, len(x)), replace=False)
+        added[name] = synth.block_scanned_views(x[chosen], y[chosen], scan=synth.form_scan)
+        record[name] = {"seed": seed, "images": len(added[name][1])}
+    provenance["form_scans"] = record
+    return added
+
+
+def _validation_count(cfg: TrainConfig) -> int:
+    """Generated digits each source adds to the validation split."""
+    return GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
+
+
 def with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
-    """The split with generated digits added to training (drawn ones, `cfg.synth`, and MNIST's
-    as coarse scans, `cfg.scans`) and a fixed set of others to validation, so the choice of
-    epoch sees them too. Keras shuffles the training images every epoch, so each batch mixes
-    every source. `provenance` records what was added, for config.json and the model card."""
+    """The split with generated digits added to training (drawn ones, `cfg.synth`, MNIST's
+    as coarse scans, `cfg.scans`, both as form scans, `cfg.form_scans`) and a fixed set of
+    others to validation, so the choice of epoch sees them too. Keras shuffles the training
+    images every epoch, so each batch mixes every source. `provenance` records what was
+    added, for config.json and the model card."""
     x_tr, y_tr, x_val, y_val = split
-    val_count = GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
+    val_count = _validation_count(cfg)
     sources = []
     if cfg.synth:
         sources.append(_drawn_digits(cfg, len(x_tr), val_count, provenance))
+    if cfg.form_scans:  # from MNIST's digits and the drawn ones, before the coarse scans
+        pools = {
+            name: (
+                np.concatenate([x, *(s[name][0] for s in sources)]),
+                np.concatenate([y, *(s[name][1] for s in sources)]),
+            )
+            for name, x, y in (("train", x_tr, y_tr), ("validation", x_val, y_val))
+        }
+        sources.append(_form_scanned_digits(cfg, pools, len(x_tr), provenance))
     if cfg.scans:
         sources.append(_scanned_digits(cfg, split, val_count, provenance))
     if not sources:

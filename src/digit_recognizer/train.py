@@ -85,7 +85,7 @@ def _distilled_targets(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray)
     one network learns what several seeds averaged know, which digits look alike included.
     The teacher must have trained on the same split, so no validation image leaks in."""
     taught = load_config(Path(cfg.teacher))
-    generated = ("synth", "synth_seed", "synth_shape", "scans")  # they join both splits
+    generated = ("synth", "synth_seed", "synth_shape", "scans", "form_scans")  # both splits
     if split_of(taught) != split_of(cfg) or any(
         getattr(taught, name) != getattr(cfg, name) for name in generated
     ):
