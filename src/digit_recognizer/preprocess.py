@@ -37,18 +37,28 @@ MIN_CONTRAST = 24.0  # grey levels between paper and ink below which we see no d
 # --- From grey image to ink ------------------------------------------------------------
 
 
+def _change_positions(lines: np.ndarray) -> np.ndarray:
+    """Indices i > 0 where lines[i] differs from lines[i - 1], along the first axis."""
+    differs = lines[1:] != lines[:-1]
+    return np.flatnonzero(differs.any(axis=1) if differs.ndim > 1 else differs) + 1
+
+
 def replication_factor(grey: np.ndarray) -> int:
     """k when the image is a smaller one enlarged k times by repeating pixels (every k x k
     block one grey, from the top-left corner), else 1."""
-    if grey.shape[0] < 2 or grey.shape[1] < 2:
+
+    def common_factor(rows: np.ndarray, cols: np.ndarray) -> int:
+        return int(np.gcd.reduce(np.concatenate([rows, cols, grey.shape])))
+
+    # k divides every position where a row or a column starts to differ; those along the
+    # middle column and row alone turn a photo or a drawing away before the whole image.
+    height, width = grey.shape
+    middle = common_factor(
+        _change_positions(grey[:, width // 2]), _change_positions(grey[height // 2])
+    )
+    if middle < 2:
         return 1
-    # Rows 0 and 1 and columns 0 and 1 repeat in any such enlargement: a photo fails this
-    # at once, before the whole image is compared.
-    if not (np.array_equal(grey[0], grey[1]) and np.array_equal(grey[:, 0], grey[:, 1])):
-        return 1
-    rows = np.flatnonzero((grey[1:] != grey[:-1]).any(axis=1)) + 1  # where a new row starts
-    cols = np.flatnonzero((grey[:, 1:] != grey[:, :-1]).any(axis=0)) + 1
-    return int(np.gcd.reduce(np.concatenate([rows, cols, grey.shape])))
+    return common_factor(_change_positions(grey), _change_positions(grey.T))
 
 
 def smooth_blocks(grey: np.ndarray) -> np.ndarray:
