@@ -138,14 +138,14 @@ def test_a_coarse_scan_keeps_its_strokes():
     """A bold digit as an 8x8 block scan (32 px, strokes one or two blocks wide) keeps its
     ink: thinning it to MNIST's stroke took whole strokes away (an 8 read as 1); one 8 kept
     under half the ink its full-resolution picture gives (now every digit keeps as much)."""
-    from digit_recognizer import synth
+    from digit_recognizer import scans, synth
 
     rng = np.random.default_rng(0)
     for digit in (0, 6, 8, 9) * 3:
         image = synth.render(digit, next(iter(synth.ALLOGRAPHS[digit])), "marker", rng)
         full = pp.preprocess(image.astype(np.float32))
         ink = np.where(image < 128, 255 - image, 0).astype(np.uint8)  # no paper texture
-        coarse = pp.preprocess(synth.block_scan(ink).astype(np.float32))
+        coarse = pp.preprocess(scans.block_scan(ink).astype(np.float32))
         assert np.count_nonzero(coarse > 100) >= 0.8 * np.count_nonzero(full > 100), digit
 
 
@@ -174,7 +174,7 @@ def test_block_scans_are_read_from_their_own_pixels(small_mnist):
     """An 8x8 block scan shown at 32 px is enlarged again from its 64 pixels: its view is
     closer to the digit's own view than when its blocks' staircase is read as the outline
     (MNIST digits, mean correlation of the views), and an ordinary image passes unchanged."""
-    from digit_recognizer import synth
+    from digit_recognizer import scans
 
     def view_without_smoothing(grey):
         ink = pp.ink_map(grey)
@@ -184,7 +184,7 @@ def test_block_scans_are_read_from_their_own_pixels(small_mnist):
         scores = []
         for image in small_mnist.x_test[:60]:
             own = pp.preprocess(255 - image.astype(np.float32))
-            scan = synth.block_scan(image).astype(np.float32)
+            scan = scans.block_scan(image).astype(np.float32)
             scores.append(np.corrcoef(read(scan).ravel(), own.ravel())[0, 1])
         return float(np.mean(scores))
 

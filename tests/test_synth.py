@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_recognizer import synth
+from digit_recognizer import scans, synth
 from digit_recognizer.preprocess import preprocess
 
 EUROPEAN_ONES = ("flag", "flag_base")
@@ -94,7 +94,7 @@ def test_mnist_digits_as_coarse_scans(small_mnist):
         synth.render_scan(np.zeros((28, 28), np.uint8), np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("scan", [synth.block_scan, synth.form_scan])
+@pytest.mark.parametrize("scan", [scans.block_scan, scans.form_scan])
 def test_a_block_scan_is_8x8_blocks_of_17_levels(scan):
     drawn = synth.render(8, "two_loops", "marker", np.random.default_rng(0))
     image = np.where(drawn < 128, 255 - drawn, 0).astype(np.uint8)  # ink on black, no paper
@@ -121,15 +121,15 @@ def test_a_form_scan_stretches_every_digit_to_one_box_and_evens_its_strokes():
     zero = np.zeros((28, 28), np.uint8)
     zero[4:24, 6:22] = 255
     zero[7:21, 9:19] = 0
-    assert _inked_columns(synth.block_scan(one)) <= 2
-    assert _inked_columns(synth.form_scan(one)) == 4 and _inked_columns(synth.form_scan(zero)) == 6
+    assert _inked_columns(scans.block_scan(one)) <= 2
+    assert _inked_columns(scans.form_scan(one)) == 4 and _inked_columns(scans.form_scan(zero)) == 6
     thin, thick = np.zeros((2, 56, 56), np.uint8)
     thin[8:48, 10:12] = thin[8:10, 10:46] = 255  # an L of a hairline
     thick[8:48, 10:20] = thick[8:18, 10:46] = 255  # the same L in marker
-    ink = [255 * 1024 - int(synth.form_scan(image).astype(int).sum()) for image in (thin, thick)]
+    ink = [255 * 1024 - int(scans.form_scan(image).astype(int).sum()) for image in (thin, thick)]
     assert 0.5 < ink[0] / ink[1] < 2  # evened out: the raw strokes differ fivefold
-    assert synth._form_stroke_steps(100) == 2 and synth._form_stroke_steps(600) == -2
-    assert synth._form_stroke_steps(300) == 0
+    assert scans._form_stroke_steps(100) == 2 and scans._form_stroke_steps(600) == -2
+    assert scans._form_stroke_steps(300) == 0
 
 
 def test_held_out_hands_never_train():
@@ -151,20 +151,20 @@ def test_training_records_what_it_generated(tmp_path, small_mnist):
     )
     train(cfg, tmp_path / "run", data=small_mnist, verbose=0)
     data = read_json(tmp_path / "run" / "config.json")["data"]
-    generated, scans = data["generated"], data["generated"]["scans"]
+    generated, coarse = data["generated"], data["generated"]["scans"]
     form_scans = generated["form_scans"]
     assert generated["train"]["hands"] == list(synth.TRAIN_HANDS)
     assert generated["train"]["version"] == synth.GENERATOR_VERSION
     assert generated["train"]["shape"] == generated["validation"]["shape"] == 0.1
     assert generated["train"]["seed"] != generated["validation"]["seed"]
     mnist_train = round(0.9 * len(small_mnist.x_train))  # the rest is the validation split
-    assert scans["train"]["images"] == round(0.5 * mnist_train)
+    assert coarse["train"]["images"] == round(0.5 * mnist_train)
     assert form_scans["train"]["images"] == round(0.3 * mnist_train)
-    assert form_scans["box"] == list(synth.FORM_BOX) and form_scans["validation"]["images"] > 0
-    scanned = scans["train"]["images"] + form_scans["train"]["images"]
+    assert form_scans["box"] == list(scans.FORM_BOX) and form_scans["validation"]["images"] > 0
+    scanned = coarse["train"]["images"] + form_scans["train"]["images"]
     assert data["train"] == mnist_train + generated["train"]["images"] + scanned
     assert not set(generated["validation"]["hands"]) & set(synth.HELD_OUT_HANDS)
-    assert scans["hand"]["name"] == synth.MNIST_SCAN.name and scans["validation"]["images"] > 0
+    assert coarse["hand"]["name"] == synth.MNIST_SCAN.name and coarse["validation"]["images"] > 0
 
 
 def european_ones(hands: tuple[str, ...], count: int, seed: int) -> np.ndarray:

@@ -3,8 +3,8 @@ the sets that score them (MNIST's test set, scikit-learn's digits, the held-out 
 
 Six sets, all from data a candidate may see in training or from the same sources:
   mnist-val           MNIST's validation split (the `robust` recipe's, seed 42), as drawn
-  mnist-val-scans     2,000 of them as 8x8 block scans (synth.block_scan), through preprocessing
-  mnist-val-form      the same 2,000 as 8x8 form scans (synth.form_scan: NIST's normalisation)
+  mnist-val-scans     2,000 of them as 8x8 block scans (scans.block_scan), through preprocessing
+  mnist-val-form      the same 2,000 as 8x8 form scans (scans.form_scan: NIST's normalisation)
   generated           2,400 generated digits in the training hands (seed 100: no run draws it)
   generated-scans     the same digits as 8x8 block scans
   generated-form      the same digits as 8x8 form scans
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digit_recognizer import synth
+from digit_recognizer import scans, synth
 from digit_recognizer.data import load_dataset, split_validation
 
 GENERATED_SEED = 100  # training draws seeds 0-3 (generated.py); this set is apart from them
@@ -35,7 +35,7 @@ def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
     images, labels, _ = synth.generate(synth.SynthConfig(count=2400, seed=GENERATED_SEED))
     generated, generated_labels = synth.preprocessed_views(images, labels)
-    form = synth.form_scan
+    form = scans.form_scan
     return {
         "mnist-val": (x_val, y_val),
         "mnist-val-scans": synth.block_scanned_views(x_val[:2000], y_val[:2000]),

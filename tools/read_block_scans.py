@@ -1,4 +1,4 @@
-"""How well a model reads MNIST validation digits made into 8x8 block scans (synth.block_scan),
+"""How well a model reads MNIST validation digits made into 8x8 block scans (scans.block_scan),
 through preprocessing: the development set for reading coarse scans. The validation split is
 the `robust` recipe's (seed 42), so the shipped model never trained on these digits; MNIST's
 test set and scikit-learn's digits take no part.

@@ -118,7 +118,7 @@ def provenance(config: dict) -> dict:
         )
     if form_scans:
         training.append(
-            f"8x8 form scans (synth.form_scan, ink box {form_scans['box'][0]}x"
+            f"8x8 form scans (scans.form_scan, ink box {form_scans['box'][0]}x"
             f"{form_scans['box'][1]} px) of {form_scans['train']['images']} of those MNIST and "
             f"generated training digits and {form_scans['validation']['images']} validation "
             f"digits: digit_recognizer.synth version {form_scans['version']}"

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from digit_recognizer import synth
+from digit_recognizer import scans, synth
 from digit_recognizer.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def _scanned_digits(cfg: TrainConfig, split: tuple, val_count: int, provenance: 
 
 def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: dict) -> dict:
     """`cfg.form_scans` times `count` digits of the training pool (MNIST's and drawn ones)
-    again as 8x8 form scans (synth.form_scan), and as many of the validation pool as the other
+    again as 8x8 form scans (scans.form_scan), and as many of the validation pool as the other
     sources add to validation: {split: (views, labels)}."""
     record = {
         "share": cfg.form_scans,
-        "box": list(synth.FORM_BOX),
+        "box": list(scans.FORM_BOX),
         "version": synth.GENERATOR_VERSION,
     }
     added = {}
@@ -72,7 +72,7 @@ def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: 
     ):
         x, y = pools[name]
         chosen = np.random.default_rng(seed).choice(len(x), min(wanted, len(x)), replace=False)
-        added[name] = synth.block_scanned_views(x[chosen], y[chosen], scan=synth.form_scan)
+        added[name] = synth.block_scanned_views(x[chosen], y[chosen], scan=scans.form_scan)
         record[name] = {"seed": seed, "images": len(added[name][1])}
     provenance["form_scans"] = record
     return added
