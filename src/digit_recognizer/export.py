@@ -78,15 +78,15 @@ def write_onnx(keras_model, out: Path, temperature: float = 1.0) -> bool:
     return folded
 
 
+SCAN_KINDS = ("scans", "form_scans")  # generated entries that re-scan digits, not draw them
+
+
 def generated_images(generated: dict | None, split: str) -> int:
     """How many generated images (drawn digits, coarse and form scans) a run added to `split`."""
     generated = generated or {}
     drawn = generated.get(split, {}).get("images", 0)
     scanned = (generated.get(kind, {}).get(split, {}).get("images", 0) for kind in SCAN_KINDS)
     return drawn + sum(scanned)
-
-
-SCAN_KINDS = ("scans", "form_scans")  # generated entries that re-scan digits, not draw them
 
 
 def provenance(config: dict) -> dict:
