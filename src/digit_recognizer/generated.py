@@ -56,10 +56,12 @@ def _scanned_digits(cfg: TrainConfig, split: tuple, val_count: int, provenance: 
     return added
 
 
-def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: dict) -> dict:
+def _form_scanned_digits(
+    cfg: TrainConfig, pools: dict, count: int, val_count: int, provenance: dict
+) -> dict:
     """`cfg.form_scans` times `count` digits of the training pool (MNIST's and drawn ones)
-    again as 8x8 form scans (scans.form_scan), and as many of the validation pool as the other
-    sources add to validation: {split: (views, labels)}."""
+    again as 8x8 form scans (scans.form_scan), and `val_count` of the validation pool:
+    {split: (views, labels)}."""
     record = {
         "share": cfg.form_scans,
         "box": list(scans.FORM_BOX),
@@ -68,7 +70,7 @@ def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: 
     added = {}
     for name, wanted, seed in (
         ("train", round(cfg.form_scans * count), cfg.synth_seed + 4),
-        ("validation", _validation_count(cfg), cfg.synth_seed + 5),
+        ("validation", val_count, cfg.synth_seed + 5),
     ):
         x, y = pools[name]
         chosen = np.random.default_rng(seed).choice(len(x), min(wanted, len(x)), replace=False)
@@ -78,11 +80,6 @@ def _form_scanned_digits(cfg: TrainConfig, pools: dict, count: int, provenance: 
     return added
 
 
-def _validation_count(cfg: TrainConfig) -> int:
-    """Generated digits each source adds to the validation split."""
-    return GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
-
-
 def with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
     """The split with generated digits added to training (drawn ones, `cfg.synth`, MNIST's
     as coarse scans, `cfg.scans`, both as form scans, `cfg.form_scans`) and a fixed set of
@@ -90,7 +87,7 @@ def with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
     images every epoch, so each batch mixes every source. `provenance` records what was
     added, for config.json and the model card."""
     x_tr, y_tr, x_val, y_val = split
-    val_count = _validation_count(cfg)
+    val_count = GENERATED_VALIDATION if cfg.limit is None else max(10, cfg.limit // 10)
     sources = []
     if cfg.synth:
         sources.append(_drawn_digits(cfg, len(x_tr), val_count, provenance))
@@ -102,7 +99,7 @@ def with_generated(cfg: TrainConfig, split: tuple, provenance: dict) -> tuple:
             )
             for name, x, y in (("train", x_tr, y_tr), ("validation", x_val, y_val))
         }
-        sources.append(_form_scanned_digits(cfg, pools, len(x_tr), provenance))
+        sources.append(_form_scanned_digits(cfg, pools, len(x_tr), val_count, provenance))
     if cfg.scans:
         sources.append(_scanned_digits(cfg, split, val_count, provenance))
     if not sources:
