@@ -261,6 +261,8 @@ def test_elastic_and_warp_need_augmentation_and_train(tmp_path, mnist_path):
         train_model(TrainConfig(elastic=34.0, limit=100, data_dir=str(mnist_path)), tmp_path)
     with pytest.raises(DigitsError, match="--augment"):
         train_model(TrainConfig(warp=True, limit=100, data_dir=str(mnist_path)), tmp_path)
+    with pytest.raises(DigitsError, match="--augment"):
+        train_model(TrainConfig(flag_rotation=5.0, limit=100, data_dir=str(mnist_path)), tmp_path)
     assert [type(layer) for layer in augmentation(10, 0.1, 0.1, 0, one_resampling=True).layers] == [
         RandomWarp
     ]

@@ -116,6 +116,38 @@ def test_ctrl_c_keeps_best_model_and_resume_continues(tmp_path, mnist_path, monk
     assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 3
 
 
+def test_ones_and_sevens_can_turn_less_than_the_other_digits():
+    """--flag-rotation: a flagged 1 turned far enough has a 7's bar, so 1s and 7s may turn
+    by less than the others. Here they do not turn at all, every other digit does, and each
+    image keeps its own target through the shuffle."""
+    from digit_recognizer.augment import label_rotated_batches
+
+    labels = np.arange(40) % 10
+    images = np.zeros((40, 28, 28, 1), np.float32)
+    images[:, 4:24, 13:15] = 255  # an upright bar
+    targets = np.eye(40, dtype=np.float32)  # each image's own index
+    batches = label_rotated_batches(images, targets, labels, 30.0, 0.0, 40, seed=0)
+    turned, index = next(iter(batches))
+    for image, k in zip(turned.numpy(), index.numpy().argmax(axis=1), strict=True):
+        moved = np.abs(image - images[k]).sum()
+        assert (moved > 1.0) == (labels[k] not in (1, 7)), (labels[k], moved)
+
+
+def test_a_run_with_flag_rotation_records_it_and_its_model_leaves_rotation_to_the_batches(
+    tmp_path, mnist_path
+):
+    cfg = TrainConfig(
+        model="fast", epochs=1, limit=300, augment=True, rotation=20.0, flag_rotation=5.0,
+        data_dir=str(mnist_path),
+    )  # fmt: skip
+    train_model(cfg, tmp_path / "run", verbose=0)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (saved["rotation"], saved["flag_rotation"]) == (20.0, 5.0)
+    model = keras.models.load_model(tmp_path / "run" / "last.keras")
+    kinds = {type(layer).__name__ for layer in model.get_layer("augmentation").layers}
+    assert "RandomRotation" not in kinds and "RandomTranslation" in kinds
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, mnist_path):
     cfg = TrainConfig(model="mlp", epochs=1, limit=100, data_dir=str(mnist_path))
     train_model(cfg, tmp_path, verbose=0)
@@ -130,7 +162,13 @@ def test_the_old_recipe_name_seed_is_baseline_and_bad_settings_are_refused(tmp_p
 
     assert recipe_config("seed") == recipe_config("baseline")
     assert recipe_config("seed").recipe == "baseline"
-    for bad in ({"epochs": 0}, {"val_split": 1.5}, {"learning_rate": -1.0}, {"synth_shape": 0.5}):
+    for bad in (
+        {"epochs": 0},
+        {"val_split": 1.5},
+        {"learning_rate": -1.0},
+        {"synth_shape": 0.5},
+        {"flag_rotation": -5.0},
+    ):
         with pytest.raises(DigitsError, match="invalid training settings"):
             recipe_config("baseline", **bad)
     with pytest.raises(DigitsError, match="unknown recipe 'turbo'"):

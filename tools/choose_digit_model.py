@@ -12,6 +12,10 @@ Six sets, all from data a candidate may see in training or from the same sources
 The score is the mean of the six accuracies; a candidate whose mnist-val accuracy is more
 than 0.1 point below the shipped model's is not chosen, whatever its score.
 
+`--allographs 1 7` also reads 1,000 generated digits of each allograph of those digits (the
+training hands, seed 100): the flag check, where a candidate meant for flagged 1s must gain
+without a 7 losing.
+
   .venv/bin/python tools/choose_digit_model.py runs/a runs/b src/digit_recognizer/assets/model.onnx
 """
 
@@ -44,6 +48,19 @@ def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "generated-scans": synth.block_scanned_views(generated, generated_labels),
         "generated-form": synth.block_scanned_views(generated, generated_labels, scan=form),
     }
+
+
+def allograph_sets(digits: list[int], count: int = 1000) -> dict:
+    """{"1 flag": (views, labels), ...}: `count` generated digits of each allograph of
+    `digits` in the training hands, as the development sets' generated digits are drawn."""
+    sets = {}
+    for digit in digits:
+        for allograph in synth.ALLOGRAPHS[digit]:
+            views = synth.allograph_views(
+                digit, allograph, count, synth.TRAIN_HANDS, GENERATED_SEED
+            )
+            sets[f"{digit} {allograph}"] = (views, np.full(len(views), digit, np.uint8))
+    return sets
 
 
 def predictor(candidate: Path):
@@ -79,16 +96,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="+", type=Path, help="run folders or ONNX files")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--allographs", type=int, nargs="*", default=[], help="digits to check")
     args = parser.parse_args()
     sets = development_sets()
     table = {str(candidate): scores(candidate, sets) for candidate in args.candidates}
+    if args.allographs:
+        checks = allograph_sets(args.allographs)
+        for candidate in args.candidates:
+            read = predictor(candidate)
+            table[str(candidate)]["allographs"] = {
+                name: float(np.mean(read(views.astype(np.float32)) == labels))
+                for name, (views, labels) in checks.items()
+            }
     for name, result in table.items():
         cells = "  ".join(
             f"{key} {value['accuracy']:.2%} ({value['worst_digit']}s {value['worst_recall']:.1%})"
             for key, value in result.items()
-            if key != "score"
+            if key not in ("score", "allographs")
         )
         print(f"{name}: score {result['score']:.2%}  {cells}")
+        checked = result.get("allographs", {})
+        if checked:
+            print("  " + "  ".join(f"{key} {value:.1%}" for key, value in checked.items()))
     if args.out:
         args.out.write_text(json.dumps(table, indent=2) + "\n")
 

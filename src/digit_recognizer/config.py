@@ -44,6 +44,9 @@ class TrainConfig:
     lr_factor: float = _setting(0.3, "ReduceLROnPlateau factor.", cli=False)
     augment: bool = _setting(False, "Random rotation/shift/zoom of the training images.")
     rotation: float = _setting(10.0, "Augmentation: max rotation, degrees.", cli=False)
+    flag_rotation: float | None = _setting(
+        None, "With --augment: max rotation of 1s and 7s, degrees (default: as the others)."
+    )
     shift: float = _setting(0.1, "Augmentation: max shift, fraction of the image.", cli=False)
     zoom: float = _setting(0.1, "Augmentation: max zoom in or out, fraction.", cli=False)
     erase: float = _setting(0.0, "Augmentation: probability of an erased patch.", cli=False)
@@ -79,6 +82,8 @@ class TrainConfig:
             "patience must be at least 1": self.patience >= 1,
             "fine-tune epochs cannot be negative": self.fine_tune_epochs >= 0,
             "elastic strength cannot be negative": self.elastic >= 0,
+            "the 1s' and 7s' rotation must be in [0, 180]": self.flag_rotation is None
+            or 0 <= self.flag_rotation <= 180,
             "the generated share cannot be negative": self.synth >= 0,
             "the shape variety must be in [0, 0.3]": 0 <= self.synth_shape <= 0.3,
             "the scanned share must be in [0, 1]": 0 <= self.scans <= 1,

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
-from digit_recognizer.augment import augmentation, with_augmentation
+from digit_recognizer.augment import augmentation, label_rotated_batches, with_augmentation
 from digit_recognizer.config import (
     DEFAULT_BATCH_SIZE,
     TrainConfig,
@@ -226,8 +226,10 @@ def _starting_point(
 ) -> tuple[TrainConfig, dict[str, list[float]]]:
     """The settings and history to train from: `cfg` for a new run, the saved ones (epochs
     possibly raised) to resume. Refuses to overwrite a finished run."""
-    if (cfg.elastic or cfg.warp) and not cfg.augment:
-        raise DigitsError("--elastic and --warp change the augmentation: add --augment")
+    if (cfg.elastic or cfg.warp or cfg.flag_rotation is not None) and not cfg.augment:
+        raise DigitsError(
+            "--elastic, --warp and --flag-rotation change the augmentation: add --augment"
+        )
     if not resume:
         if (out_dir / "config.json").exists():
             raise DigitsError(
@@ -252,8 +254,9 @@ def _model_to_train(cfg: TrainConfig, out_dir: Path, resume: bool) -> keras.Mode
     model = build_model(cfg.model, cfg.weights)
     if not cfg.augment:
         return model
+    rotation = cfg.rotation if cfg.flag_rotation is None else 0.0  # then the batches rotate
     augment = augmentation(
-        cfg.rotation, cfg.shift, cfg.zoom, cfg.seed, cfg.erase, cfg.contrast, cfg.noise,
+        rotation, cfg.shift, cfg.zoom, cfg.seed, cfg.erase, cfg.contrast, cfg.noise,
         cfg.stroke, cfg.elastic, cfg.warp,
     )  # fmt: skip
     return with_augmentation(model, augment)
@@ -277,6 +280,19 @@ def _callbacks(cfg: TrainConfig, checkpoint: RunCheckpoint, extra) -> list:
     return callbacks
 
 
+def _training_data(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray) -> tuple:
+    """`fit`'s training arguments: images and targets, or (with --flag-rotation) batches in
+    which 1s and 7s are turned less than the other digits."""
+    images = _add_channel(x_tr)
+    targets = _distilled_targets(cfg, x_tr, y_tr) if cfg.teacher else _targets(cfg, y_tr)
+    if not (cfg.augment and cfg.flag_rotation is not None):
+        return images, targets
+    batches = label_rotated_batches(
+        images, targets, y_tr, cfg.rotation, cfg.flag_rotation, cfg.batch_size, cfg.seed
+    )
+    return (batches,)
+
+
 def _fit(model, cfg, train_xy, val_xy, checkpoint, until: int, verbose, extra) -> bool:
     """Train up to epoch `until`; False if Ctrl-C stopped it (the best model is kept)."""
     try:
@@ -285,7 +301,8 @@ def _fit(model, cfg, train_xy, val_xy, checkpoint, until: int, verbose, extra) -
             validation_data=val_xy,
             epochs=until,
             initial_epoch=len(checkpoint.history.get("loss", [])),
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size if len(train_xy) == 2 else None,  # batches: their own
+            shuffle=len(train_xy) == 2,
             callbacks=_callbacks(cfg, checkpoint, extra),
             verbose=verbose,
         )
@@ -339,10 +356,7 @@ def train(
             compile_model(model, cfg, len(x_tr))
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
-        train_xy = (
-            _add_channel(x_tr),
-            _distilled_targets(cfg, x_tr, y_tr) if cfg.teacher else _targets(cfg, y_tr),
-        )
+        train_xy = _training_data(cfg, x_tr, y_tr)
         val_xy = (_add_channel(x_val), _targets(cfg, y_val))
         base = pretrained_base(model) if cfg.weights != "none" else None
         if base is not None and not resume:
