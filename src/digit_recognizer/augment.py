@@ -222,10 +222,13 @@ def augmentation(
         steps = [RandomWarp(rotation, shift, zoom, elastic, seed=seed + 8)]
     else:
         steps = [
-            layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed),
             layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
             layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 2),
-        ][0 if rotation else 1 :]  # no rotation: `label_rotated_batches` may rotate instead
+        ]
+        if rotation:  # none: `label_rotated_batches` may turn the images instead
+            steps.insert(
+                0, layers.RandomRotation(rotation / 360.0, fill_mode="constant", seed=seed)
+            )
     if stroke:
         steps.append(RandomStrokeWidth(stroke, seed=seed + 7))
     if erase:
