@@ -14,7 +14,9 @@ than 0.1 point below the shipped model's is not chosen, whatever its score.
 
 `--allographs 1 7` also reads 1,000 generated digits of each allograph of those digits (the
 training hands, seed 100): the flag check, where a candidate meant for flagged 1s must gain
-without a 7 losing.
+without a 7 losing. `--corrupted` also reads 2,000 MNIST validation digits under the
+corruption suite (`digits robustness`'s 12 corruptions at 3 severities): the development
+side of its bar, and the only one here that turns digits by 30 or 45 degrees.
 
   .venv/bin/python tools/choose_digit_model.py runs/a runs/b src/digit_recognizer/assets/model.onnx
 """
@@ -63,6 +65,19 @@ def allograph_sets(digits: list[int], count: int = 1000) -> dict:
     return sets
 
 
+def corrupted_scores(candidate: Path, count: int = 2000) -> dict:
+    """The corruption suite (`robustness.robustness`) on MNIST's first `count` validation
+    digits of the development split, as `digits robustness` reads the test set."""
+    from digit_recognizer import robustness
+
+    data = load_dataset("mnist")
+    _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
+    return robustness.robustness(
+        robustness.predictor(candidate), x_val[:count], y_val[:count],
+        preprocess_each=robustness.preprocess_batch,
+    )  # fmt: skip
+
+
 def predictor(candidate: Path):
     """A function from views to predicted digits: an ONNX file through ONNX Runtime, a run
     folder through its best Keras model."""
@@ -97,6 +112,7 @@ def main() -> None:
     parser.add_argument("candidates", nargs="+", type=Path, help="run folders or ONNX files")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     parser.add_argument("--allographs", type=int, nargs="*", default=[], help="digits to check")
+    parser.add_argument("--corrupted", action="store_true", help="MNIST val under corruptions")
     args = parser.parse_args()
     sets = development_sets()
     table = {str(candidate): scores(candidate, sets) for candidate in args.candidates}
@@ -108,16 +124,23 @@ def main() -> None:
                 name: float(np.mean(read(views.astype(np.float32)) == labels))
                 for name, (views, labels) in checks.items()
             }
+    if args.corrupted:
+        for candidate in args.candidates:
+            table[str(candidate)]["corrupted"] = corrupted_scores(candidate)
     for name, result in table.items():
         cells = "  ".join(
             f"{key} {value['accuracy']:.2%} ({value['worst_digit']}s {value['worst_recall']:.1%})"
             for key, value in result.items()
-            if key not in ("score", "allographs")
+            if key not in ("score", "allographs", "corrupted")
         )
         print(f"{name}: score {result['score']:.2%}  {cells}")
         checked = result.get("allographs", {})
         if checked:
             print("  " + "  ".join(f"{key} {value:.1%}" for key, value in checked.items()))
+        if "corrupted" in result:
+            corrupted = result["corrupted"]
+            turned = " / ".join(f"{v:.1%}" for v in corrupted["corruptions"]["rotation (deg)"])
+            print(f"  corrupted mean {corrupted['mean_corrupted']:.2%}, turned 15/30/45: {turned}")
     if args.out:
         args.out.write_text(json.dumps(table, indent=2) + "\n")
 
