@@ -135,12 +135,12 @@ def test_ones_and_sevens_can_turn_less_than_the_other_digits():
 
 def test_the_batches_turn_a_digit_exactly_as_kerass_rotation_layer_does(mnist_path):
     """So --flag-rotation 20 would train on the same images as the recipe's own rotation."""
-    from digit_recognizer.augment import rotation_matrices
+    from digit_recognizer.augment import affine_matrices
 
     images = load_dataset("mnist", mnist_path).x_test[:16, ..., None].astype(np.float32)
     turn = keras.layers.RandomRotation((15 / 360, 15 / 360), fill_mode="constant")
     by_keras = np.asarray(turn(images, training=True))
-    matrices = rotation_matrices(np.full(16, np.deg2rad(-15.0), np.float32), 28, 28)
+    matrices = affine_matrices(np.full(16, np.deg2rad(-15.0), np.float32), 28, 28)
     by_batches = np.asarray(keras.ops.image.affine_transform(images, matrices, "bilinear"))
     assert np.abs(by_keras - images).max() > 100  # it did turn
     np.testing.assert_allclose(by_batches, by_keras, atol=1e-3)

@@ -134,6 +134,21 @@ def affine_field(matrix, height: int, width: int):
     return ops.stack([from_rows - rows, from_cols - cols], axis=-1)
 
 
+def affine_matrices(
+    angle, height: int, width: int, inverse_zoom=1.0, shift_rows=0.0, shift_cols=0.0
+):
+    """(batch, 8): rotations by `angle` (radians, (batch,)) and zooms about the image's
+    centre, then shifts (px), as `keras.ops.image.affine_transform` takes them: output pixel
+    (x, y) reads the input at (a0 x + a1 y + a2, b0 x + b1 y + b2); x is the column."""
+    ops = keras.ops
+    cos, sin = ops.cos(angle) * inverse_zoom, ops.sin(angle) * inverse_zoom
+    center_y, center_x = (height - 1) / 2, (width - 1) / 2
+    a2 = center_x - cos * center_x - sin * center_y - shift_cols
+    b2 = center_y + sin * center_x - cos * center_y - shift_rows
+    zeros = ops.zeros_like(angle)
+    return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="digit_recognizer")
 class RandomWarp(RandomLayer):
     """Random rotation (up to `rotation` degrees), zoom (a factor within 1 +- `zoom`), shift
@@ -171,10 +186,8 @@ class RandomWarp(RandomLayer):
         return keras.ops.einsum("ij,bjkc,lk->bilc", blur_rows, noise, blur_cols) * self.elastic
 
     def affine_matrix(self, batch, height: int, width: int):
-        """(batch, 8): a random rotation and zoom about the centre, then a random shift, as
-        `keras.ops.image.affine_transform` takes it: output pixel (x, y) reads the input at
-        (a0 x + a1 y + a2, b0 x + b1 y + b2); x is the column."""
-        ops = keras.ops
+        """(batch, 8): a random rotation and zoom about the centre, then a random shift
+        (`affine_matrices`)."""
 
         def draw(limit):
             return keras.random.uniform((batch,), -limit, limit, seed=self.generator)
@@ -182,12 +195,7 @@ class RandomWarp(RandomLayer):
         angle = draw(np.deg2rad(self.rotation))
         inverse_zoom = 1.0 / (1.0 + draw(self.zoom))
         shift_rows, shift_cols = draw(self.shift * height), draw(self.shift * width)
-        cos, sin = ops.cos(angle) * inverse_zoom, ops.sin(angle) * inverse_zoom
-        center_y, center_x = (height - 1) / 2, (width - 1) / 2
-        a2 = center_x - cos * center_x - sin * center_y - shift_cols
-        b2 = center_y + sin * center_x - cos * center_y - shift_rows
-        zeros = ops.zeros_like(angle)
-        return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=-1)
+        return affine_matrices(angle, height, width, inverse_zoom, shift_rows, shift_cols)
 
     def transform(self, images):
         batch, height, width = keras.ops.shape(images)[0], images.shape[1], images.shape[2]
@@ -246,18 +254,6 @@ def with_augmentation(model: keras.Model, augment: keras.Sequential) -> keras.Mo
     return keras.Sequential([keras.Input(shape=INPUT_SHAPE), augment, model], name=model.name)
 
 
-def rotation_matrices(angle, height: int, width: int):
-    """(batch, 8): rotations by `angle` (radians, (batch,)) about the image's centre, as
-    `keras.ops.image.affine_transform` takes them (see RandomWarp.affine_matrix)."""
-    ops = keras.ops
-    cos, sin = ops.cos(angle), ops.sin(angle)
-    center_y, center_x = (height - 1) / 2, (width - 1) / 2
-    a2 = center_x - cos * center_x - sin * center_y
-    b2 = center_y + sin * center_x - cos * center_y
-    zeros = ops.zeros_like(angle)
-    return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=-1)
-
-
 def label_rotated_batches(
     images: np.ndarray,
     targets: np.ndarray,
@@ -283,7 +279,7 @@ def label_rotated_batches(
 
     def rotate(batch, batch_targets, batch_limits):
         angle = tf.random.uniform(tf.shape(batch_limits), -1.0, 1.0, seed=seed) * batch_limits
-        matrices = rotation_matrices(angle, height, width)
+        matrices = affine_matrices(angle, height, width)
         turned = keras.ops.image.affine_transform(batch, matrices, fill_mode="constant")
         return turned, batch_targets
 
