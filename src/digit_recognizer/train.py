@@ -285,7 +285,7 @@ def _training_data(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray) -> tupl
     which 1s and 7s are turned less than the other digits."""
     images = _add_channel(x_tr)
     targets = _distilled_targets(cfg, x_tr, y_tr) if cfg.teacher else _targets(cfg, y_tr)
-    if not (cfg.augment and cfg.flag_rotation is not None):
+    if cfg.flag_rotation is None:  # (set, it implies --augment: `_starting_point`)
         return images, targets
     batches = label_rotated_batches(
         images, targets, y_tr, cfg.rotation, cfg.flag_rotation, cfg.batch_size, cfg.seed
@@ -295,14 +295,15 @@ def _training_data(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray) -> tupl
 
 def _fit(model, cfg, train_xy, val_xy, checkpoint, until: int, verbose, extra) -> bool:
     """Train up to epoch `until`; False if Ctrl-C stopped it (the best model is kept)."""
+    arrays = len(train_xy) == 2  # images and targets; else batches that shuffle themselves
     try:
         model.fit(
             *train_xy,
             validation_data=val_xy,
             epochs=until,
             initial_epoch=len(checkpoint.history.get("loss", [])),
-            batch_size=cfg.batch_size if len(train_xy) == 2 else None,  # batches: their own
-            shuffle=len(train_xy) == 2,
+            batch_size=cfg.batch_size if arrays else None,
+            shuffle=arrays,
             callbacks=_callbacks(cfg, checkpoint, extra),
             verbose=verbose,
         )
