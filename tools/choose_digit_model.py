@@ -35,10 +35,15 @@ from digit_recognizer.data import load_dataset, split_validation
 GENERATED_SEED = 100  # training draws seeds 0-3 (generated.py); this set is apart from them
 
 
-def development_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{name: (views (N, 28, 28) 0-255, labels)}."""
+def mnist_validation() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's validation split of the `robust` recipe (seed 42): images and labels."""
     data = load_dataset("mnist")
     _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
+    return x_val, y_val
+
+
+def development_sets(x_val: np.ndarray, y_val: np.ndarray) -> dict:
+    """{name: (views (N, 28, 28) 0-255, labels)}, from MNIST's validation split."""
     images, labels, _ = synth.generate(synth.SynthConfig(count=2400, seed=GENERATED_SEED))
     generated, generated_labels = synth.preprocessed_views(images, labels)
     form = scans.form_scan
@@ -65,38 +70,38 @@ def allograph_sets(digits: list[int], count: int = 1000) -> dict:
     return sets
 
 
-def corrupted_scores(candidate: Path, count: int = 2000) -> dict:
-    """The corruption suite (`robustness.robustness`) on MNIST's first `count` validation
-    digits of the development split, as `digits robustness` reads the test set."""
+def corrupted_scores(probabilities, x_val: np.ndarray, y_val: np.ndarray, count=2000) -> dict:
+    """The corruption suite (`robustness.robustness`) on the first `count` validation
+    digits, as `digits robustness` reads the test set."""
     from digit_recognizer import robustness
 
-    data = load_dataset("mnist")
-    _, _, x_val, y_val = split_validation(data.x_train, data.y_train, 0.1, 42)
     return robustness.robustness(
-        robustness.predictor(candidate), x_val[:count], y_val[:count],
-        preprocess_each=robustness.preprocess_batch,
-    )  # fmt: skip
+        probabilities, x_val[:count], y_val[:count], preprocess_each=robustness.preprocess_batch
+    )
 
 
-def predictor(candidate: Path):
-    """A function from views to predicted digits: an ONNX file through ONNX Runtime, a run
-    folder through its best Keras model."""
+def model_probabilities(candidate: Path):
+    """A function from views to the digits' probabilities: an ONNX file through ONNX
+    Runtime, a run folder through its best Keras model."""
     if candidate.suffix == ".onnx":
         from digit_recognizer.predict import Recognizer
 
-        recognizer = Recognizer(candidate)
-        return lambda views: recognizer.probabilities(views).argmax(axis=1)
+        return Recognizer(candidate).probabilities
     from digit_recognizer.models import inference_model, load_model
 
     model = inference_model(load_model(candidate / "model.keras"))
-    return lambda views: model.predict(views[..., None], batch_size=512, verbose=0).argmax(axis=1)
+    return lambda views: model.predict(views[..., None], batch_size=512, verbose=0)
 
 
-def scores(candidate: Path, sets: dict) -> dict:
-    predict = predictor(candidate)
+def accuracy(probabilities, views: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each view is read as its label."""
+    return probabilities(views.astype(np.float32)).argmax(axis=1) == labels
+
+
+def scores(probabilities, sets: dict) -> dict:
     result = {}
     for name, (views, labels) in sets.items():
-        right = predict(views.astype(np.float32)) == labels
+        right = accuracy(probabilities, views, labels)
         recall = [float(right[labels == digit].mean()) for digit in range(10)]
         result[name] = {
             "accuracy": float(right.mean()),
@@ -114,19 +119,20 @@ def main() -> None:
     parser.add_argument("--allographs", type=int, nargs="*", default=[], help="digits to check")
     parser.add_argument("--corrupted", action="store_true", help="MNIST val under corruptions")
     args = parser.parse_args()
-    sets = development_sets()
-    table = {str(candidate): scores(candidate, sets) for candidate in args.candidates}
-    if args.allographs:
-        checks = allograph_sets(args.allographs)
-        for candidate in args.candidates:
-            read = predictor(candidate)
-            table[str(candidate)]["allographs"] = {
-                name: float(np.mean(read(views.astype(np.float32)) == labels))
+    x_val, y_val = mnist_validation()
+    sets = development_sets(x_val, y_val)
+    checks = allograph_sets(args.allographs) if args.allographs else {}
+    table = {}
+    for candidate in args.candidates:
+        probabilities = model_probabilities(candidate)  # one load per candidate
+        result = table[str(candidate)] = scores(probabilities, sets)
+        if checks:
+            result["allographs"] = {
+                name: float(accuracy(probabilities, views, labels).mean())
                 for name, (views, labels) in checks.items()
             }
-    if args.corrupted:
-        for candidate in args.candidates:
-            table[str(candidate)]["corrupted"] = corrupted_scores(candidate)
+        if args.corrupted:
+            result["corrupted"] = corrupted_scores(probabilities, x_val, y_val)
     for name, result in table.items():
         cells = "  ".join(
             f"{key} {value['accuracy']:.2%} ({value['worst_digit']}s {value['worst_recall']:.1%})"
