@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from digit_recognizer import TrainConfig, compare_runs, evaluate_run, train_model
+from digit_recognizer.compare import paired_with_best
 from digit_recognizer.data import load_dataset
 from digit_recognizer.errors import DigitsError
 
@@ -43,6 +45,8 @@ def test_training_writes_every_artifact(smoke_runs):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_images"] == 500 and len(metrics["per_class"]) == 10
     assert sum(map(sum, metrics["confusion_matrix"])) == 500
+    right = sum(metrics["confusion_matrix"][d][d] for d in range(10))
+    assert len(metrics["misread"]) == 500 - right  # by index, for paired comparisons
     assert "macro avg" in (run / "classification_report.txt").read_text()
     # The .h5 export (the seed's deployment format) holds the same model.
     h5, best = (
@@ -60,6 +64,24 @@ def test_compare_writes_table_and_figure(smoke_runs, tmp_path):
     assert [r.name for r in rows] == ["mlp", "cnn"]
     with Image.open(tmp_path / "comparison.png") as image:
         assert image.size[1] > image.size[0] / 2  # two rows of curves
+    # The runs' gap in right answers is the gap in test images only one of them reads.
+    (pair,) = paired_with_best([smoke_runs / "mlp", smoke_runs / "cnn"])
+    best, other = sorted(rows, key=lambda r: -r.accuracy)
+    assert (pair["best"], pair["run"]) == (best.name, other.name)
+    gap = round((best.accuracy - other.accuracy) * 500)
+    assert pair["only_best"] - pair["only_run"] == gap
+    assert 0 < pair["p_value"] <= 1 and "Is the gap chance?" in text
+
+
+def test_compare_pairs_only_runs_scored_on_the_same_images(smoke_runs, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(smoke_runs / "cnn", old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["misread"]  # written before runs kept their misread images
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    assert paired_with_best([smoke_runs / "mlp", old]) == []
+    _, report = compare_runs([smoke_runs / "mlp", old], tmp_path)
+    assert "Is the gap chance?" not in report.read_text()
 
 
 def test_compare_rejects_an_unevaluated_folder(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 from digit_recognizer import plots
 from digit_recognizer.artifacts import read_json, write_text
 from digit_recognizer.errors import DigitsError
+from digit_recognizer.paired import mcnemar_p_value
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,47 @@ def markdown_table(rows: list[RunSummary]) -> str:
     return header + body
 
 
+def paired_with_best(run_dirs: list[Path]) -> list[dict]:
+    """Each run against the most accurate one, on the same test images: how many only one
+    of the two reads right, and McNemar's p-value (`paired.mcnemar_p_value`): whether the
+    gap between them could be chance. Empty if a run's metrics.json predates `misread` or
+    the runs were tested on different images."""
+    runs = [(Path(run).name, read_json(Path(run) / "metrics.json")) for run in run_dirs]
+    if len(runs) < 2 or any("misread" not in metrics for _, metrics in runs):
+        return []
+    if len({(m["test_images"], len(m["confusion_matrix"])) for _, m in runs}) > 1:
+        return []
+    best_name, best = max(runs, key=lambda run: run[1]["accuracy"])
+    rows = []
+    for name, metrics in runs:
+        if metrics is best:
+            continue
+        missed, missed_by_best = set(metrics["misread"]), set(best["misread"])
+        only_best, only_run = len(missed - missed_by_best), len(missed_by_best - missed)
+        rows.append(
+            {"run": name, "best": best_name, "only_best": only_best, "only_run": only_run,
+             "p_value": mcnemar_p_value(only_best, only_run)}
+        )  # fmt: skip
+    return rows
+
+
+def paired_table(rows: list[dict], images: int) -> str:
+    """`paired_with_best`'s rows as markdown, with how to read them."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"| {r['run']} | {r['best']} | {r['only_best']} | {r['only_run']} | {r['p_value']:.2g} |\n"
+        for r in rows
+    )
+    return (
+        f"\nIs the gap chance? Of the same {images:,} test images, the ones only one run "
+        "reads right, and McNemar's exact p-value: the chance of a split at least this "
+        "uneven if both runs were equally good (under 0.05: unlikely to be chance).\n\n"
+        "| run | against | only it reads right | only this run reads right | p |\n"
+        "|---|---|---:|---:|---:|\n" + body
+    )
+
+
 def compare(run_dirs: list[Path], out_dir: Path) -> tuple[list[RunSummary], Path]:
     """Write `report.md` and `comparison.png` into `out_dir`; return the rows and report path."""
     if not run_dirs:
@@ -83,7 +125,9 @@ def compare(run_dirs: list[Path], out_dir: Path) -> tuple[list[RunSummary], Path
         + f"\nTest set: {summaries[0].test_images:,} images. Best: **{best.name}** "
         f"({best.accuracy:.2%}). Inference time is batched (512 images per call), "
         "Keras on the CPU; epochs counts all epochs run, the best one (by validation loss) "
-        "is the saved model.\n\n![curves](comparison.png)\n"
+        "is the saved model.\n"
+        + paired_table(paired_with_best(run_dirs), summaries[0].test_images)
+        + "\n![curves](comparison.png)\n"
     )
     return summaries, write_text(out_dir / "report.md", text)
 

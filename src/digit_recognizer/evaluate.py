@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,9 @@ class Metrics:
     ece: float | None = None  # expected calibration error, 15 bins (evaluate_run fills it)
     ece_calibrated: float | None = None  # after temperature scaling
     temperature: float | None = None  # fitted on the validation split
+    # Test images read wrong, by index: `digits compare` tells chance from a real difference
+    # by the images only one of two runs reads right.
+    misread: list[int] = field(default_factory=list)
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -64,6 +67,7 @@ def compute_metrics(
         "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro")),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        "misread": np.flatnonzero(predicted != labels).tolist(),
     }
 
 

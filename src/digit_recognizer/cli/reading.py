@@ -185,16 +185,25 @@ def evaluate_images(
         Path | None,
         typer.Option(help="Report as JSON, confusion matrix beside it as PNG (default: runs/)."),
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="A second model (ONNX file) to read the same images: which differ."),
+    ] = None,
 ) -> None:
     """Accuracy and per-digit recall on a folder of labelled images, with and without
-    preprocessing; writes the report and a confusion matrix picture."""
+    preprocessing; writes the report and a confusion matrix picture. With --against, also
+    the images only one of the two models reads right and McNemar's p-value."""
     from digit_recognizer.artifacts import write_json
     from digit_recognizer.image_folder import confusion_picture
     from digit_recognizer.image_folder import evaluate_images as score
+    from digit_recognizer.predict import resolve_model
 
     if not folder.is_dir():
         raise DigitsError(f"{folder} is not a folder")
+    if against:
+        resolve_model(against)  # a wrong path fails before the first model reads anything
     with_pre, without = score(folder, model, True), score(folder, model, False)
+    reports = {"with_preprocessing": with_pre, "without_preprocessing": without}
     columns = ("preprocessing", "accuracy", "correct", "no digit found")
     table = new_table(f"{folder}: {with_pre['images']} images", columns)
     for report in (with_pre, without):
@@ -206,10 +215,31 @@ def evaluate_images(
     recall = new_table("recall per digit (preprocessing on)", tuple(with_pre["recall"]))
     recall.add_row(*(f"{value:.1%}" for value in with_pre["recall"].values()))
     console().print(recall)
+    if against:
+        reports["against"] = _print_paired(with_pre, score(folder, against, True))
     out = out or Path("runs") / "evaluate-images" / f"{folder.resolve().name}.json"
-    write_json(out, {"with_preprocessing": with_pre, "without_preprocessing": without})
+    write_json(out, reports)
     picture = confusion_picture(with_pre, out.with_suffix(".png"))
     console().print(f"Report: [bold]{out}[/], confusion matrix: [bold]{picture}[/]")
+
+
+def _print_paired(report: dict, other: dict) -> dict:
+    """Print where the two models differ (preprocessing on); return the comparison."""
+    from digit_recognizer.paired import paired_comparison
+
+    compared = paired_comparison(report, other)
+    title = f"against {other['model']}: {other['accuracy']:.2%} ({other['correct']} right)"
+    table = new_table(title, ("digits", "only this model right", "only --against right", "p"))
+    rows = {"all": compared} | {
+        digit: split
+        for digit, split in compared["per_digit"].items()
+        if split["only_a"] + split["only_b"]
+    }
+    for name, split in rows.items():
+        table.add_row(name, str(split["only_a"]), str(split["only_b"]), f"{split['p_value']:.3g}")
+    console().print(table)
+    console().print("p: McNemar's exact test; a large p means the models may differ by chance.")
+    return compared
 
 
 @app.command("evaluate-numbers")

@@ -127,6 +127,7 @@ def compare(
 ) -> None:
     """Compare runs: write report.md (the seed's table) and comparison.png."""
     from digit_recognizer.compare import compare as compare_runs
+    from digit_recognizer.compare import paired_with_best
 
     rows, report = compare_runs(run_dirs, out or Path(run_dirs[0]).resolve().parent)
     columns = ("run", "parameters", "test accuracy", "macro F1", "epochs", "train s", "ms/img")
@@ -137,6 +138,12 @@ def compare(
             str(r.epochs), f"{r.train_seconds:.0f}", f"{r.ms_per_image:.3f}",
         )  # fmt: skip
     console().print(table)
+    for pair in paired_with_best(run_dirs):
+        console().print(
+            f"{pair['run']} against {pair['best']}: {pair['only_best']} test images only "
+            f"{pair['best']} reads right, {pair['only_run']} only {pair['run']}; "
+            f"McNemar's p = {pair['p_value']:.2g}"
+        )
     console().print(f"Report: [bold]{report}[/]")
 
 
