@@ -18,6 +18,7 @@ from PIL import Image
 
 from digit_recognizer import number_data as nd
 from digit_recognizer import number_reader as nr
+from digit_recognizer import segment
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.image_folder import edit_distance, labelled_numbers
 from digit_recognizer.predict import Recognizer
@@ -119,8 +120,10 @@ def test_greedy_decoding_merges_repeats_and_drops_blanks():
 
 def test_the_line_is_the_ink_scaled_and_left_aligned():
     grey = np.full((120, 400), 230, np.float32)
-    grey[30:90, 100:110] = 20  # a tall bar...
-    grey[30:90, 200:260] = 20  # ...and a block, dark on light
+    # A tall bar and a block, dark on light; edges off a common grid, which would make the
+    # picture a pixel-replicated enlargement, smoothed first (`test_a_zoomed_in_small_number...`).
+    grey[31:91, 101:111] = 20
+    grey[31:91, 201:261] = 20
     line = nr.line_view(grey)
     assert line.view.shape == (nr.HEIGHT, nr.WIDTH) and line.view.max() > 200
     columns = np.flatnonzero(line.view.max(axis=0) > 100)
@@ -128,7 +131,7 @@ def test_the_line_is_the_ink_scaled_and_left_aligned():
     assert (
         columns[0] == nr.MARGIN and rows[0] == nr.MARGIN and rows[-1] == nr.HEIGHT - nr.MARGIN - 1
     )
-    assert line.view[:, : nr.MARGIN].max() == 0 and (line.left, line.top) == (100, 30)
+    assert line.view[:, : nr.MARGIN].max() == 0 and (line.left, line.top) == (101, 31)
 
 
 def test_a_large_photo_is_searched_at_a_lower_scale_and_read_at_a_useful_one():
@@ -145,6 +148,33 @@ def test_a_large_photo_is_searched_at_a_lower_scale_and_read_at_a_useful_one():
     for a, b in zip(small.digits, large.digits, strict=True):
         moved = (b.box[0] - 800, b.box[1] - 700, b.box[2] - 800, b.box[3] - 700)
         assert nd.box_iou(a.box, moved) > 0.6, (a.box, moved)
+
+
+def zoomed_in(path: Path, height: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The number shrunk to `height` px, then enlarged `factor` times two ways: by repeating
+    pixels (a zoomed-in screenshot of a small scan) and smoothly (bilinear)."""
+    picture = Image.open(path).convert("L")
+    width = round(picture.width * height / picture.height)
+    small = Image.fromarray(
+        np.asarray(picture.resize((width, height), Image.Resampling.BOX), np.float32)
+    )
+    size = (width * factor, height * factor)
+    blocky = small.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(blocky, np.float32), np.asarray(small.resize(size, Image.Resampling.BILINEAR))
+
+
+def test_a_zoomed_in_small_number_is_read_from_its_own_pixels():
+    """The blocks' staircase is not taken for the strokes' outline: the line and the row
+    reader's digits are what the same small number enlarged smoothly gives."""
+    blocky, smooth = zoomed_in(files("separated", 1)[0], 16, 6)
+    assert np.array_equal(nr.line_view(blocky).view, nr.line_view(smooth).view)
+    assert READER.read_number(blocky).number == READER.read_number(smooth).number
+    blocky_row = segment.split_digits(Image.fromarray(blocky.astype(np.uint8)))
+    smooth_row = segment.split_digits(Image.fromarray(np.rint(smooth).astype(np.uint8)))
+    assert len(blocky_row) == len(smooth_row) == 4
+    pairs = zip(blocky_row, smooth_row, strict=True)
+    differences = [np.abs(a.image - b.image).mean() for a, b in pairs]
+    assert np.mean(differences) < 3  # grey levels of 255; read as blocks, 17
 
 
 def test_edit_distance():

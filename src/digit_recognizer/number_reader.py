@@ -32,7 +32,14 @@ import numpy as np
 from PIL import Image
 
 from digit_recognizer.errors import NoDigitError
-from digit_recognizer.preprocess import digit_from_ink, halve, ink_extent, ink_map, ink_mask
+from digit_recognizer.preprocess import (
+    digit_from_ink,
+    halve,
+    ink_extent,
+    ink_map,
+    ink_mask,
+    smooth_blocks,
+)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_NUMBER_MODEL = ASSETS / "number_model.onnx"
@@ -152,8 +159,10 @@ def _ink_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
 def line_view(grey: np.ndarray) -> Line:
     """A grey image of a number (any polarity) -> the network's input: the ink cropped,
     scaled to HEIGHT - 2 * MARGIN px tall (less if the number is too long to fit), on black,
-    left-aligned. Raises NoDigitError on a blank image."""
-    grey = np.asarray(grey, np.float32)
+    left-aligned. A pixel-replicated enlargement (a small scan zoomed in) is read from its own
+    pixels, as single digits are (`preprocess.smooth_blocks`). Raises NoDigitError on a blank
+    image."""
+    grey = smooth_blocks(np.asarray(grey, np.float32))
     top = left = 0
     found = _ink_box(grey)
     if found is not None:  # read the ink's neighbourhood only, at a useful scale

@@ -15,7 +15,7 @@ from digit_recognizer import morphology
 from digit_recognizer.errors import NoDigitError
 from digit_recognizer.greystats import median
 from digit_recognizer.images import load_grey
-from digit_recognizer.preprocess import digit_from_ink, ink_map, ink_mask
+from digit_recognizer.preprocess import digit_from_ink, ink_map, ink_mask, smooth_blocks
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _split_wide(box: list[int], mask: np.ndarray, height: float) -> list[list[in
 def split_digits(source: bytes | str | Path | Image.Image) -> list[Digit]:
     """Find each digit in a row (connected components, broken strokes merged, touching
     digits split) and preprocess each one; returned left to right."""
-    ink = ink_map(load_grey(source))
+    ink = ink_map(smooth_blocks(load_grey(source)))  # a zoomed small scan: its own pixels
     mask = ink_mask(ink)
     boxes = _merge_overlapping(morphology.bounding_boxes(*morphology.label(mask)))
     height = float(median([b[3] - b[1] for b in boxes]))
