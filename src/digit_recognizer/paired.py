@@ -26,23 +26,20 @@ def mcnemar_p_value(only_first: int, only_second: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def _missed(report: dict) -> set[str]:
-    return {mistake["file"] for mistake in report["mistakes"]}
-
-
-def _labels(report: dict) -> dict[str, int]:
-    """The label of each image the report's model missed (a report names no other file;
-    only the images one model misses can tell the two apart)."""
+def _mistakes(report: dict) -> dict[str, int]:
+    """{file: label} of the images the report's model read wrong (a report names no other
+    image, and only those one of two models misses can tell the two apart)."""
     return {mistake["file"]: mistake["label"] for mistake in report["mistakes"]}
 
 
-def _split(missed_a: set[str], missed_b: set[str], labels: dict[str, int], digit=None) -> dict:
+def _split(missed_a: dict[str, int], missed_b: dict[str, int], digit=None) -> dict:
     """Images only A reads right and only B reads right (of `digit`, or of all)."""
 
-    def kept(files: set[str]) -> int:
-        return sum(1 for f in files if digit is None or labels[f] == digit)
+    def count(only: set[str], labels: dict[str, int]) -> int:
+        return sum(1 for f in only if digit is None or labels[f] == digit)
 
-    only_a, only_b = kept(missed_b - missed_a), kept(missed_a - missed_b)
+    only_a = count(missed_b.keys() - missed_a.keys(), missed_b)
+    only_b = count(missed_a.keys() - missed_b.keys(), missed_a)
     return {"only_a": only_a, "only_b": only_b, "p_value": mcnemar_p_value(only_a, only_b)}
 
 
@@ -52,16 +49,13 @@ def paired_comparison(report_a: dict, report_b: dict) -> dict:
     digit. Refuses reports of different folders or image counts."""
     if report_a["folder"] != report_b["folder"] or report_a["images"] != report_b["images"]:
         raise DigitsError("the two reports must score the same folder of images")
-    missed_a, missed_b = _missed(report_a), _missed(report_b)
-    labels = {**_labels(report_a), **_labels(report_b)}
-    per_digit = {}
-    for digit in map(int, report_a["recall"]):
-        per_digit[str(digit)] = _split(missed_a, missed_b, labels, digit)
+    missed_a, missed_b = _mistakes(report_a), _mistakes(report_b)
+    per_digit = {digit: _split(missed_a, missed_b, int(digit)) for digit in report_a["recall"]}
     return {
         "folder": report_a["folder"],
         "images": report_a["images"],
         "models": [report_a["model"], report_b["model"]],
         "correct": [report_a["correct"], report_b["correct"]],
-        **_split(missed_a, missed_b, labels),
+        **_split(missed_a, missed_b),
         "per_digit": per_digit,
     }
