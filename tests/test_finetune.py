@@ -17,9 +17,11 @@ from conftest import REPO, run_digits
 from digit_recognizer import feedback as fb
 from digit_recognizer import synth
 from digit_recognizer.corrections import send_corrections as send
+from digit_recognizer.data import load_dataset
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.finetune import FinetuneConfig, keras_from_onnx, select
 from digit_recognizer.model_store import ModelStore
+from digit_recognizer.paired import mcnemar_p_value
 from digit_recognizer.predict import DEFAULT_MODEL, Recognizer, card_path
 from digit_recognizer.promote import promote
 
@@ -97,6 +99,7 @@ def test_a_misread_style_is_learnt_and_promoted_through_every_gate(style_run):
     )
     card = json.loads((models / "versions" / "2" / "model_card.json").read_text())
     assert card["store_version"] == 2 and all(g["passed"] for g in card["gates"])
+    assert "McNemar" in result.stdout
     back = run_digits("rollback", "--store", str(models))
     assert back.returncode == 0 and "Version 1 serves again" in back.stdout
     assert Recognizer(store.current_model()).version == Recognizer(MNIST_ONLY).version
@@ -132,6 +135,14 @@ def test_deliberately_wrong_labels_are_refused_by_the_gates(tmp_path):
     gates, version = promote(tmp_path / "run", models, store, REPO / "data" / "handwriting")
     assert version is None and not all(g.passed for g in gates)
     assert models.history() == [0] and not (tmp_path / "models" / "current.json").exists()
+    # Each image-level gate says which images only one model reads right: its two
+    # accuracies differ by exactly those, and its p-value is McNemar's on them.
+    mnist, corruption = gates[0], gates[1]
+    tested = len(load_dataset("mnist").y_test)
+    moved = (mnist.only_candidate - mnist.only_current) / tested
+    assert abs((mnist.candidate - mnist.current) - moved) < 1e-9
+    assert mnist.p_value == mcnemar_p_value(mnist.only_current, mnist.only_candidate)
+    assert corruption.p_value is None  # a mean over corruptions, not images
 
 
 def test_a_finetune_or_promotion_killed_at_any_moment_leaves_the_store_as_it_was(

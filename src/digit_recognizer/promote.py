@@ -16,6 +16,7 @@ from digit_recognizer.artifacts import read_json
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.feedback import FeedbackStore
 from digit_recognizer.model_store import ModelStore
+from digit_recognizer.paired import mcnemar_p_value, paired_comparison
 from digit_recognizer.predict import Recognizer, load_card
 
 CORRUPTION_IMAGES = 2000  # the first MNIST test images the corruption suite is scored on
@@ -28,17 +29,33 @@ class Gate:
     candidate: float | None
     rule: str
     passed: bool
+    # Images only the served model reads right, only the candidate, and McNemar's p-value:
+    # whether the gap could be chance (for information; the rule decides). None for the
+    # corruption suite, a mean over many corruptions.
+    only_current: int | None = None
+    only_candidate: int | None = None
+    p_value: float | None = None
 
 
-def _at_least(name: str, current: float, candidate: float, slack_points: float) -> Gate:
+def _paired(current: np.ndarray, candidate: np.ndarray) -> dict:
+    """Of the same images (per image: read right), how many only the served model and only
+    the candidate read right, and McNemar's p-value."""
+    only_current = int(np.sum(current & ~candidate))
+    only_candidate = int(np.sum(candidate & ~current))
+    p_value = mcnemar_p_value(only_current, only_candidate)
+    return {"only_current": only_current, "only_candidate": only_candidate, "p_value": p_value}
+
+
+def _at_least(name: str, current: float, candidate: float, slack_points: float, **paired) -> Gate:
     rule = "not lower" if slack_points == 0 else f"not lower by more than {slack_points} points"
     passed = candidate >= current - slack_points / 100 - 1e-12
-    return Gate(name, current, candidate, rule, passed)
+    return Gate(name, current, candidate, rule, passed, **paired)
 
 
-def accuracy(model: Path, views: np.ndarray, labels: np.ndarray) -> float:
+def read_right(model: Path, views: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per view, whether `model` reads it as its label."""
     probabilities = Recognizer(model).probabilities(views.astype(np.float32))
-    return float(np.mean(probabilities.argmax(axis=1) == labels))
+    return probabilities.argmax(axis=1) == labels
 
 
 def sklearn_scans() -> tuple[np.ndarray, np.ndarray]:
@@ -74,30 +91,36 @@ def promotion_gates(
     from digit_recognizer.robustness import predictor, preprocess_batch, robustness
 
     mnist = load_dataset("mnist", data_dir)
-    both = {"current": current, "candidate": candidate}
+    both = (current, candidate)
     gates = []
-    scores = {k: accuracy(m, mnist.x_test, mnist.y_test) for k, m in both.items()}
-    gates.append(_at_least("MNIST test accuracy", scores["current"], scores["candidate"], 0.05))
+    hits = [read_right(m, mnist.x_test, mnist.y_test) for m in both]
+    gates.append(_at_least("MNIST test accuracy", *_means(hits), 0.05, **_paired(*hits)))
     x, y = mnist.x_test[:CORRUPTION_IMAGES], mnist.y_test[:CORRUPTION_IMAGES]
-    scores = {
-        k: robustness(predictor(m), x, y, 0, preprocess_batch)["mean_corrupted"]
-        for k, m in both.items()
-    }
-    gates.append(_at_least("corruption suite, mean", scores["current"], scores["candidate"], 0.3))
+    scores = [robustness(predictor(m), x, y, 0, preprocess_batch)["mean_corrupted"] for m in both]
+    gates.append(_at_least("corruption suite, mean", *scores, 0.3))
     if handwriting is not None:
-        scores = {k: evaluate_images(handwriting, m)["accuracy"] for k, m in both.items()}
-        name = f"handwriting ({handwriting.name})"
-        gates.append(_at_least(name, scores["current"], scores["candidate"], 0))
+        now, then = (evaluate_images(handwriting, m) for m in both)
+        split = paired_comparison(now, then)
+        paired = {"only_current": split["only_a"], "only_candidate": split["only_b"]}
+        name, scores = f"handwriting ({handwriting.name})", (now["accuracy"], then["accuracy"])
+        gates.append(_at_least(name, *scores, 0, **paired, p_value=split["p_value"]))
     views, labels = sklearn_views()
-    scores = {k: accuracy(m, views, labels) for k, m in both.items()}
-    gates.append(_at_least("scikit-learn's digits", scores["current"], scores["candidate"], 0))
+    hits = [read_right(m, views, labels) for m in both]
+    gates.append(_at_least("scikit-learn's digits", *_means(hits), 0, **_paired(*hits)))
     views, labels = corrections
     if len(labels) == 0:
         gates.append(Gate("held-out corrections", None, None, "higher (none held out)", False))
     else:
-        now, then = accuracy(current, views, labels), accuracy(candidate, views, labels)
-        gates.append(Gate("held-out corrections", now, then, "higher", then > now))
+        hits = [read_right(m, views, labels) for m in both]
+        now, then = _means(hits)
+        gates.append(
+            Gate("held-out corrections", now, then, "higher", then > now, **_paired(*hits))
+        )
     return gates
+
+
+def _means(hits: list[np.ndarray]) -> list[float]:
+    return [float(h.mean()) for h in hits]
 
 
 def held_out_corrections(run: Path, store: FeedbackStore) -> tuple[np.ndarray, np.ndarray]:

@@ -183,13 +183,20 @@ def promote(
         gates, version = run_promote(run, models, open_store(db), handwriting)
     table = new_table(
         f"Promotion gates: {run} against version {models.history()[-2 if version else -1]}",
-        ("gate", "served", "candidate", "rule", "holds"),
-    )
+        ("gate", "served", "candidate", "only served / only candidate right (p)", "rule",
+         "holds"),
+    )  # fmt: skip
     for gate in gates:
         score = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
-        table.add_row(gate.name, score(gate.current), score(gate.candidate), gate.rule,
+        differ = (
+            "-"
+            if gate.p_value is None
+            else (f"{gate.only_current} / {gate.only_candidate} ({gate.p_value:.2g})")
+        )
+        table.add_row(gate.name, score(gate.current), score(gate.candidate), differ, gate.rule,
                       "yes" if gate.passed else "[red]NO[/]")  # fmt: skip
     console().print(table)
+    console().print("p: McNemar's exact test, the chance of a split that uneven between equals.")
     if version is None:
         failed = ", ".join(g.name for g in gates if not g.passed)
         raise DigitsError(f"not promoted: {failed} did not hold")
