@@ -183,7 +183,7 @@ def promote(
         gates, version = run_promote(run, models, open_store(db), handwriting)
     table = new_table(
         f"Promotion gates: {run} against version {models.history()[-2 if version else -1]}",
-        ("gate", "served", "candidate", "only served / only candidate right (p)", "rule",
+        ("gate", "served", "candidate", "right only by served / candidate (p)", "rule",
          "holds"),
     )  # fmt: skip
     for gate in gates:
