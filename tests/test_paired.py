@@ -88,6 +88,8 @@ def test_evaluate_images_against_a_second_model(tmp_path):
     assert sum(s["only_a"] for s in per_digit) == compared["only_a"]
     assert compared["per_digit"]["1"]["only_a"] >= 10 > compared["per_digit"]["1"]["only_b"]
     assert compared["p_value"] < 0.01
+    picture = out.with_name("report-against.png")  # the images only one model reads right
+    assert picture.read_bytes().startswith(b"\x89PNG")
     missing = digits("evaluate-images", str(folder), "--against", str(tmp_path / "no.onnx"))
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "not found" in missing.stderr and "recall" not in missing.stdout  # before reading

@@ -96,6 +96,41 @@ def confusion_picture(report: dict, path: Path) -> Path:
     return plots.confusion_matrix(matrix, names, path, columns=(*names, "none"), title=title)
 
 
+def _answer(digit: int) -> str:
+    return "none" if digit == NO_DIGIT else str(digit)
+
+
+def disagreement_picture(report: dict, other: dict, path: Path, most: int = 24) -> Path:
+    """The images only one of two reports' models reads right (at most `most` of each), as
+    a PNG: black, read right by the first model only; red, by the second only. Each title
+    is 'label: first's answer / second's answer'."""
+    from PIL import Image
+
+    from digit_recognizer import plots
+
+    answers = [{m["file"]: m["predicted"] for m in r["mistakes"]} for r in (report, other)]
+    labels = {m["file"]: m["label"] for r in (report, other) for m in r["mistakes"]}
+    only_first = sorted(answers[1].keys() - answers[0].keys())[:most]
+    only_second = sorted(answers[0].keys() - answers[1].keys())[:most]
+    files = only_first + only_second
+    images, titles = [], []
+    for file in files:
+        with Image.open(file) as picture:
+            picture = picture.convert("L")
+            picture.thumbnail((64, 64))
+            images.append(np.asarray(picture))
+        first, second = (_answer(a.get(file, labels[file])) for a in answers)
+        titles.append(f"{labels[file]}: {first} / {second}")
+    colors = ["black"] * len(only_first) + ["crimson"] * len(only_second)
+    first, second = Path(report["model"]).name, Path(other["model"]).name
+    title = (
+        f"Read right by one model only: {len(answers[1].keys() - answers[0].keys())} by "
+        f"{first} (black), {len(answers[0].keys() - answers[1].keys())} by {second} (red)\n"
+        f"each: label: {first}'s answer / {second}'s"
+    )
+    return plots.image_grid(images, titles, colors, path, title)
+
+
 # --- Numbers ---------------------------------------------------------------------------
 
 

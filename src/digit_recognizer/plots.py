@@ -90,6 +90,23 @@ def digit_grid(
     columns: int = 8,
 ) -> Path:
     """A grid of 28x28 images labelled 'true -> predicted (confidence)'; red when wrong."""
+    titles = [
+        f"{class_names[t]}→{class_names[p]} {c:.0%}"
+        for t, p, c in zip(true, predicted, confidence, strict=True)
+    ]
+    colors = ["crimson" if t != p else "black" for t, p in zip(true, predicted, strict=True)]
+    return image_grid(list(images), titles, colors, path, title, columns)
+
+
+def image_grid(
+    images: list[np.ndarray],
+    titles: list[str],
+    colors: list[str],
+    path: Path,
+    title: str,
+    columns: int = 8,
+) -> Path:
+    """Grey pictures of any size in a grid, each under its title in its colour."""
     rows = max(1, int(np.ceil(len(images) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.7 * rows), squeeze=False)
     for k, ax in enumerate(axes.flat):
@@ -97,12 +114,7 @@ def digit_grid(
         if k >= len(images):
             continue
         ax.imshow(images[k], cmap="gray")
-        wrong = true[k] != predicted[k]
-        ax.set_title(
-            f"{class_names[true[k]]}→{class_names[predicted[k]]} {confidence[k]:.0%}",
-            fontsize=8,
-            color="crimson" if wrong else "black",
-        )
+        ax.set_title(titles[k], fontsize=8, color=colors[k])
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)

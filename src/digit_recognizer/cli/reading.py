@@ -194,7 +194,7 @@ def evaluate_images(
     preprocessing; writes the report and a confusion matrix picture. With --against, also
     the images only one of the two models reads right and McNemar's p-value."""
     from digit_recognizer.artifacts import write_json
-    from digit_recognizer.image_folder import confusion_picture
+    from digit_recognizer.image_folder import confusion_picture, disagreement_picture
     from digit_recognizer.image_folder import evaluate_images as score
     from digit_recognizer.predict import resolve_model
 
@@ -215,12 +215,16 @@ def evaluate_images(
     recall = new_table("recall per digit (preprocessing on)", tuple(with_pre["recall"]))
     recall.add_row(*(f"{value:.1%}" for value in with_pre["recall"].values()))
     console().print(recall)
-    if against:
-        reports["against"] = _print_paired(with_pre, score(folder, against, True))
+    other = score(folder, against, True) if against else None
+    if other:
+        reports["against"] = _print_paired(with_pre, other)
     out = out or Path("runs") / "evaluate-images" / f"{folder.resolve().name}.json"
     write_json(out, reports)
     picture = confusion_picture(with_pre, out.with_suffix(".png"))
     console().print(f"Report: [bold]{out}[/], confusion matrix: [bold]{picture}[/]")
+    if other:
+        differ = disagreement_picture(with_pre, other, out.with_name(f"{out.stem}-against.png"))
+        console().print(f"The images only one model reads right: [bold]{differ}[/]")
 
 
 def _print_paired(report: dict, other: dict) -> dict:
