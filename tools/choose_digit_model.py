@@ -10,7 +10,9 @@ Six sets, all from data a candidate may see in training or from the same sources
   generated-form      the same digits as 8x8 form scans
 
 The score is the mean of the six accuracies; a candidate whose mnist-val accuracy is more
-than 0.1 point below the shipped model's is not chosen, whatever its score.
+than 0.1 point below the shipped model's is not chosen, whatever its score. Every candidate
+after the first is also compared with the first on the same views: the views only one of the
+two reads right, and McNemar's p-value (is the gap chance?).
 
 `--allographs 1 7` also reads 1,000 generated digits of each allograph of those digits (the
 training hands, seed 100): the flag check, where a candidate meant for flagged 1s must gain
@@ -31,6 +33,7 @@ import numpy as np
 
 from digit_recognizer import scans, synth
 from digit_recognizer.data import load_dataset, split_validation
+from digit_recognizer.paired import mcnemar_p_value
 
 GENERATED_SEED = 100  # training draws seeds 0-3 (generated.py); this set is apart from them
 
@@ -98,10 +101,11 @@ def accuracy(probabilities, views: np.ndarray, labels: np.ndarray) -> np.ndarray
     return probabilities(views.astype(np.float32)).argmax(axis=1) == labels
 
 
-def scores(probabilities, sets: dict) -> dict:
+def scores(probabilities, sets: dict, hits: dict) -> dict:
+    """Each set's accuracy and worst digit, and their mean; each view's hit goes to `hits`."""
     result = {}
     for name, (views, labels) in sets.items():
-        right = accuracy(probabilities, views, labels)
+        right = hits[name] = accuracy(probabilities, views, labels)
         recall = [float(right[labels == digit].mean()) for digit in range(10)]
         result[name] = {
             "accuracy": float(right.mean()),
@@ -110,6 +114,16 @@ def scores(probabilities, sets: dict) -> dict:
         }
     result["score"] = float(np.mean([result[name]["accuracy"] for name in sets]))
     return result
+
+
+def against_first(first: dict, hits: dict) -> dict:
+    """{set: images only the first candidate reads right, only this one, McNemar's p}: which
+    of the gaps between them could be chance."""
+    paired = {}
+    for name, right in hits.items():
+        only_first, only_this = int(np.sum(first[name] & ~right)), int(np.sum(right & ~first[name]))
+        paired[name] = [only_first, only_this, mcnemar_p_value(only_first, only_this)]
+    return paired
 
 
 def main() -> None:
@@ -122,27 +136,37 @@ def main() -> None:
     x_val, y_val = mnist_validation()
     sets = development_sets(x_val, y_val)
     checks = allograph_sets(args.allographs) if args.allographs else {}
-    table = {}
+    table, first_hits = {}, None
     for candidate in args.candidates:
         probabilities = model_probabilities(candidate)  # one load per candidate
-        result = table[str(candidate)] = scores(probabilities, sets)
+        hits: dict[str, np.ndarray] = {}
+        result = table[str(candidate)] = scores(probabilities, sets, hits)
         if checks:
-            result["allographs"] = {
-                name: float(accuracy(probabilities, views, labels).mean())
-                for name, (views, labels) in checks.items()
-            }
+            result["allographs"] = {}
+            for name, (views, labels) in checks.items():
+                hits[name] = accuracy(probabilities, views, labels)
+                result["allographs"][name] = float(hits[name].mean())
+        if first_hits is None:
+            first_hits = hits
+        else:
+            result["against_first"] = against_first(first_hits, hits)
         if args.corrupted:
             result["corrupted"] = corrupted_scores(probabilities, x_val, y_val)
     for name, result in table.items():
         cells = "  ".join(
             f"{key} {value['accuracy']:.2%} ({value['worst_digit']}s {value['worst_recall']:.1%})"
             for key, value in result.items()
-            if key not in ("score", "allographs", "corrupted")
+            if key not in ("score", "allographs", "corrupted", "against_first")
         )
         print(f"{name}: score {result['score']:.2%}  {cells}")
         checked = result.get("allographs", {})
         if checked:
             print("  " + "  ".join(f"{key} {value:.1%}" for key, value in checked.items()))
+        if "against_first" in result:
+            cells = "  ".join(
+                f"{key} {a}/{b} (p {p:.2g})" for key, (a, b, p) in result["against_first"].items()
+            )
+            print(f"  only the first / only this one right: {cells}")
         if "corrupted" in result:
             corrupted = result["corrupted"]
             turned = " / ".join(f"{v:.1%}" for v in corrupted["corruptions"]["rotation (deg)"])
