@@ -107,6 +107,7 @@ def test_evaluate_images_reports_recall_per_digit_and_draws_the_confusion_matrix
     result = digits("evaluate-images", str(folder), "--out", str(report))
     assert result.returncode == 0, result.stderr
     assert "recall per digit" in result.stdout
+    assert re.search(r"\b\d+ of \d+\b", result.stdout)  # a row a digit, with its counts
     scored = json.loads(report.read_text())["with_preprocessing"]
     assert set(scored["recall"]) == {str(d) for d in range(10)}
     matrix = scored["confusion_matrix"]

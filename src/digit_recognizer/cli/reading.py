@@ -212,8 +212,12 @@ def evaluate_images(
             str(report["correct"]), str(report["no_digit"]),
         )  # fmt: skip
     console().print(table)
-    recall = new_table("recall per digit (preprocessing on)", tuple(with_pre["recall"]))
-    recall.add_row(*(f"{value:.1%}" for value in with_pre["recall"].values()))
+    recall = new_table("recall per digit", ("digit", "recall", "read right"))
+    recall.caption = "preprocessing on"
+    matrix = with_pre["confusion_matrix"]
+    for digit, value in with_pre["recall"].items():
+        row = matrix[int(digit)]  # ten rows wide would not fit a terminal
+        recall.add_row(digit, f"{value:.1%}", f"{row[int(digit)]} of {sum(row)}")
     console().print(recall)
     other = score(folder, against, True) if against else None
     if other:
