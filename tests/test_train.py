@@ -246,3 +246,32 @@ def test_a_student_learns_half_from_the_labels_half_from_a_teacher_on_its_split(
         "same data"
     )
     assert describe_run(tmp_path / "gone") == "gone"
+
+
+def test_a_run_can_start_from_another_runs_trained_network(tmp_path, mnist_path):
+    """`init_from`: training goes on from another run's network (here so slowly that it
+    keeps its answers, where a new network would answer at random); a run of another model
+    or split is refused in one line."""
+    from dataclasses import replace
+
+    from digit_recognizer.models import inference_model, load_model
+
+    first = TrainConfig(model="mlp", epochs=2, limit=500, data_dir=str(mnist_path))
+    train_model(first, tmp_path / "first", verbose=0)
+    further = replace(first, init_from=str(tmp_path / "first"), epochs=1, learning_rate=1e-9)
+    fresh = replace(first, epochs=1, learning_rate=1e-9, seed=42)
+    for name, cfg in (("further", further), ("fresh", fresh)):
+        train_model(cfg, tmp_path / name, verbose=0)
+    x = load_dataset("mnist", mnist_path, limit=500).x_test[..., None].astype("float32")
+    answers = {
+        name: inference_model(load_model(tmp_path / name / "model.keras")).predict(x, verbose=0)
+        for name in ("first", "further", "fresh")
+    }
+    same = {k: np.mean(answers[k].argmax(1) == answers["first"].argmax(1)) for k in answers}
+    assert same["further"] > 0.99 and same["fresh"] < 0.5, same
+    saved = json.loads((tmp_path / "further" / "config.json").read_text())
+    assert saved["config"]["init_from"] == str(tmp_path / "first")
+    with pytest.raises(DigitsError, match="trained another model"):
+        train_model(replace(further, model="cnn"), tmp_path / "cnn", verbose=0)
+    with pytest.raises(DigitsError, match="another split"):
+        train_model(replace(further, seed=7), tmp_path / "split", verbose=0)

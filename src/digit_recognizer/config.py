@@ -1,4 +1,4 @@
-"""Training settings: the TrainConfig dataclass, the named recipes, and reading a run's config.
+"""Training settings: the TrainConfig dataclass, the named recipes, and a run's config.json.
 
 Evaluation, export and ensembles read a run's settings from here without importing training.
 Each field carries its help text (`metadata["help"]`): the CLI builds `digits train`'s
@@ -7,11 +7,12 @@ options from these fields, so a new setting needs one edit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from digit_recognizer.artifacts import read_json
+from digit_recognizer.artifacts import library_versions, read_json, write_json
 from digit_recognizer.errors import DigitsError
 
 # Chosen on the validation split (seed 42, with ReduceLROnPlateau): the MLP's best validation
@@ -65,6 +66,9 @@ class TrainConfig:
     )
     synth_seed: int = _setting(0, "Seed of the generated digits.", cli=False)
     teacher: str | None = _setting(None, "Run folder whose probabilities join the labels.")
+    init_from: str | None = _setting(
+        None, "Run folder whose trained network this run starts from (same model and data)."
+    )
     seed: int = _setting(42, "Random seed.")
     split_seed: int | None = _setting(None, "Validation split's seed (default: --seed).")
     dataset: str = _setting("mnist", "mnist or fashion-mnist.")
@@ -168,6 +172,32 @@ def config_from_dict(settings: dict) -> TrainConfig:
     if "recipe" in values:
         values["recipe"] = RECIPE_ALIASES.get(values["recipe"], values["recipe"])
     return TrainConfig(**values)
+
+
+def save_config(
+    out_dir: Path, cfg: TrainConfig, data, n_train: int, n_val: int, generated: dict
+) -> Path:
+    """Write a run's config.json: its settings, seed, library versions and what it trained
+    on (`data`, a `data.Dataset`: name, checksums, split sizes, generated digits)."""
+    return write_json(
+        out_dir / "config.json",
+        {
+            "config": asdict(cfg),
+            "seed": cfg.seed,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": library_versions(),
+            "data": {
+                "dataset": data.name,
+                "source": data.source,
+                "sha256": data.checksums,
+                "train": n_train,
+                "validation": n_val,
+                "test": len(data.x_test),
+                "class_names": list(data.class_names),
+                "generated": generated or None,  # synth.SynthConfig of each split, if any
+            },
+        },
+    )
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:

@@ -23,8 +23,7 @@ from keras import layers
 from digit_recognizer.artifacts import library_versions, read_json, write_json
 from digit_recognizer.config import load_config, split_of
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.models import INPUT_SHAPE, inference_model, load_model
-from digit_recognizer.train import save_model_atomic
+from digit_recognizer.models import INPUT_SHAPE, inference_model, load_model, save_model_atomic
 
 
 def average_models(members: list[keras.Model]) -> keras.Model:

@@ -243,6 +243,13 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path)
 
 
+def save_model_atomic(model: keras.Model, path: Path) -> Path:
+    """Save `model` (.keras or .h5 by the suffix) so that a reader never finds half a file."""
+    from digit_recognizer.artifacts import write_atomic
+
+    return write_atomic(path, lambda tmp: model.save(tmp))
+
+
 def model_names() -> list[str]:
     return sorted(MODEL_BUILDERS)
 

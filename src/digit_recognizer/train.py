@@ -15,28 +15,34 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from digit_recognizer.artifacts import library_versions, read_json, write_atomic, write_json
+from digit_recognizer.artifacts import read_json, write_json
 from digit_recognizer.augment import augmentation, label_rotated_batches, with_augmentation
 from digit_recognizer.config import (
     DEFAULT_BATCH_SIZE,
     TrainConfig,
     load_config,
     recipe_config,
+    save_config,
     split_of,
     validation_seed,
 )
 from digit_recognizer.data import Dataset, load_dataset, split_validation
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.generated import with_generated
-from digit_recognizer.models import build_model, inference_model, load_model, pretrained_base
+from digit_recognizer.models import (
+    build_model,
+    inference_model,
+    load_model,
+    pretrained_base,
+    save_model_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +86,22 @@ def _targets(cfg: TrainConfig, labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, 10) if _one_hot(cfg) else labels
 
 
+def _trained_on_the_same_data(run: str, cfg: TrainConfig, role: str) -> TrainConfig:
+    """The settings of `run` (a teacher, a starting point), refused in one line unless it
+    trained on the same split and generated digits: no validation image may leak in."""
+    other = load_config(Path(run))
+    generated = ("synth", "synth_seed", "synth_shape", "scans", "form_scans")  # both splits
+    if split_of(other) != split_of(cfg) or any(
+        getattr(other, name) != getattr(cfg, name) for name in generated
+    ):
+        raise DigitsError(f"{role} {run} trained on other data or another split")
+    return other
+
+
 def _distilled_targets(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Half the label, half the teacher's probabilities (on the image before augmentation):
-    one network learns what several seeds averaged know, which digits look alike included.
-    The teacher must have trained on the same split, so no validation image leaks in."""
-    taught = load_config(Path(cfg.teacher))
-    generated = ("synth", "synth_seed", "synth_shape", "scans", "form_scans")  # both splits
-    if split_of(taught) != split_of(cfg) or any(
-        getattr(taught, name) != getattr(cfg, name) for name in generated
-    ):
-        raise DigitsError(f"the teacher {cfg.teacher} trained on other data or another split")
+    one network learns what several seeds averaged know, which digits look alike included."""
+    _trained_on_the_same_data(cfg.teacher, cfg, "the teacher")
     teacher = inference_model(load_model(Path(cfg.teacher) / "model.keras"))
     soft = teacher.predict(_add_channel(images), batch_size=512, verbose=0)
     return 0.5 * _targets(cfg, labels) + 0.5 * soft
@@ -125,10 +137,6 @@ class Run:
         """1-based epoch whose weights model.keras holds."""
         values = self.history.get(MONITOR, [])
         return int(np.argmin(values)) + 1 if values else 0
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> Path:
-    return write_atomic(path, lambda tmp: model.save(tmp))
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -188,30 +196,6 @@ def _add_channel(x: np.ndarray) -> np.ndarray:
     return x[..., np.newaxis]  # (N, 28, 28) -> (N, 28, 28, 1)
 
 
-def _record_config(
-    out_dir: Path, cfg: TrainConfig, data: Dataset, n_train: int, n_val: int, generated: dict
-):
-    write_json(
-        out_dir / "config.json",
-        {
-            "config": asdict(cfg),
-            "seed": cfg.seed,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": library_versions(),
-            "data": {
-                "dataset": data.name,
-                "source": data.source,
-                "sha256": data.checksums,
-                "train": n_train,
-                "validation": n_val,
-                "test": len(data.x_test),
-                "class_names": list(data.class_names),
-                "generated": generated or None,  # synth.SynthConfig of each split, if any
-            },
-        },
-    )
-
-
 def _attach_log_file(out_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -251,7 +235,7 @@ def _model_to_train(cfg: TrainConfig, out_dir: Path, resume: bool) -> keras.Mode
     """The saved model to resume, or a new one with its augmentation block in front."""
     if resume:
         return load_model(out_dir / "last.keras")
-    model = build_model(cfg.model, cfg.weights)
+    model = _network(cfg)
     if not cfg.augment:
         return model
     rotation = cfg.rotation if cfg.flag_rotation is None else 0.0  # then the batches rotate
@@ -260,6 +244,16 @@ def _model_to_train(cfg: TrainConfig, out_dir: Path, resume: bool) -> keras.Mode
         cfg.stroke, cfg.elastic, cfg.warp,
     )  # fmt: skip
     return with_augmentation(model, augment)
+
+
+def _network(cfg: TrainConfig) -> keras.Model:
+    """A new network, or (`init_from`) another run's trained one, without its augmentation:
+    training goes on from there with this run's settings (a gentle change of recipe)."""
+    if cfg.init_from is None:
+        return build_model(cfg.model, cfg.weights)
+    if _trained_on_the_same_data(cfg.init_from, cfg, "the starting run").model != cfg.model:
+        raise DigitsError(f"the starting run {cfg.init_from} trained another model")
+    return inference_model(load_model(Path(cfg.init_from) / "model.keras"))
 
 
 def _callbacks(cfg: TrainConfig, checkpoint: RunCheckpoint, extra) -> list:
@@ -319,8 +313,9 @@ def _save_deployable_h5(out_dir: Path) -> None:
     """model.h5 for deployment: the best inference model, without training-only layers
     (which the legacy format cannot always serialise anyway)."""
     if (out_dir / "model.keras").is_file():
-        best = inference_model(load_model(out_dir / "model.keras"))
-        write_atomic(out_dir / "model.h5", lambda tmp: best.save(tmp))
+        save_model_atomic(
+            inference_model(load_model(out_dir / "model.keras")), out_dir / "model.h5"
+        )
 
 
 def train(
@@ -353,7 +348,7 @@ def train(
         if resume:
             log.info("resuming %s from epoch %d", out_dir, len(history.get("loss", [])))
         else:
-            _record_config(out_dir, cfg, data, len(x_tr), len(x_val), generated)
+            save_config(out_dir, cfg, data, len(x_tr), len(x_val), generated)
             compile_model(model, cfg, len(x_tr))
             log.info("training %s on %d images, validating on %d", cfg.model, len(x_tr), len(x_val))
         checkpoint = RunCheckpoint(out_dir, history)
