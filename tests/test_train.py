@@ -271,6 +271,12 @@ def test_a_run_can_start_from_another_runs_trained_network(tmp_path, mnist_path)
     assert same["further"] > 0.99 and same["fresh"] < 0.5, same
     saved = json.loads((tmp_path / "further" / "config.json").read_text())
     assert saved["config"]["init_from"] == str(tmp_path / "first")
+    from digit_recognizer.export import model_card
+
+    onnx = tmp_path / "further" / "model.onnx"
+    onnx.write_bytes(b"stand-in: only its checksum is read")
+    card = model_card(tmp_path / "further", onnx, 0.0)  # names the run, not this machine's folder
+    assert card["training"]["init_from"] == "a `mlp` network (recipe baseline, seed 42)"
     with pytest.raises(DigitsError, match="trained another model"):
         train_model(replace(further, model="cnn"), tmp_path / "cnn", verbose=0)
     with pytest.raises(DigitsError, match="another split"):

@@ -176,8 +176,9 @@ def model_card(
         if name == "config.json":
             # Settings and data by name and checksum: a local folder means nothing elsewhere.
             card["training"] = {k: v for k, v in content["config"].items() if k != "data_dir"}
-            if card["training"].get("teacher"):
-                card["training"]["teacher"] = describe_run(Path(card["training"]["teacher"]))
+            for run in ("teacher", "init_from"):  # runs by what they are, not their folder
+                if card["training"].get(run):
+                    card["training"][run] = describe_run(Path(card["training"][run]))
             if content.get("members"):
                 card["training"]["ensemble"] = describe_run(run_dir)
             card["data"] = {k: v for k, v in content["data"].items() if k != "source"}
