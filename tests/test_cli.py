@@ -37,6 +37,7 @@ def test_version_and_help():
         (["train", "--model", "resnet"], "error: unknown model 'resnet'; choose one of"),
         (["train", "--data-dir", "/no/such/dir", "--limit", "50"], "does not exist"),
         (["evaluate", "/no/such/run"], "is not a run directory"),
+        (["train", "--init-from", "/no/such/run", "--limit", "50"], "is not a run directory"),
         (["compare", "/no/such/run"], "missing config.json"),
         (["train", "--dataset", "kmnist"], "unknown dataset 'kmnist'"),
         (["export", "/no/such/run"], "expected a run folder or a .keras/.h5 model file"),

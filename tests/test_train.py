@@ -281,3 +281,6 @@ def test_a_run_can_start_from_another_runs_trained_network(tmp_path, mnist_path)
         train_model(replace(further, model="cnn"), tmp_path / "cnn", verbose=0)
     with pytest.raises(DigitsError, match="another split"):
         train_model(replace(further, seed=7), tmp_path / "split", verbose=0)
+    (tmp_path / "first" / "model.keras").unlink()
+    with pytest.raises(DigitsError, match=r"has no model\.keras"):
+        train_model(further, tmp_path / "unfinished", verbose=0)

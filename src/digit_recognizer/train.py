@@ -253,6 +253,8 @@ def _network(cfg: TrainConfig) -> keras.Model:
         return build_model(cfg.model, cfg.weights)
     if _trained_on_the_same_data(cfg.init_from, cfg, "the starting run").model != cfg.model:
         raise DigitsError(f"the starting run {cfg.init_from} trained another model")
+    if not (Path(cfg.init_from) / "model.keras").is_file():
+        raise DigitsError(f"the starting run {cfg.init_from} has no model.keras")
     return inference_model(load_model(Path(cfg.init_from) / "model.keras"))
 
 
