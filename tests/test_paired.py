@@ -13,7 +13,7 @@ from PIL import Image
 
 from digit_recognizer import synth
 from digit_recognizer.errors import DigitsError
-from digit_recognizer.paired import mcnemar_p_value, paired_comparison
+from digit_recognizer.paired import mcnemar_p_value, only_right, paired_comparison
 
 MNIST_ONLY = REPO / "tests" / "data" / "mnist_only_model.onnx"
 
@@ -32,6 +32,12 @@ def test_mcnemar_p_value_falls_as_the_split_grows_uneven():
     assert values == sorted(values) and values[0] < 1e-10 and values[-1] == 1.0
     with pytest.raises(ValueError, match="negative"):
         mcnemar_p_value(-1, 3)
+
+
+def test_only_right_counts_the_images_one_model_alone_reads_right():
+    first = np.array([True, True, False, False, True])
+    second = np.array([True, False, True, False, False])
+    assert only_right(first, second) == (2, 1, mcnemar_p_value(2, 1))
 
 
 def report(model: str, missed: dict[str, int], folder: str = "set") -> dict:

@@ -110,9 +110,9 @@ def disagreement_picture(report: dict, other: dict, path: Path, most: int = 24) 
 
     answers = [{m["file"]: m["predicted"] for m in r["mistakes"]} for r in (report, other)]
     labels = {m["file"]: m["label"] for r in (report, other) for m in r["mistakes"]}
-    only_first = sorted(answers[1].keys() - answers[0].keys())[:most]
-    only_second = sorted(answers[0].keys() - answers[1].keys())[:most]
-    files = only_first + only_second
+    only_first = sorted(answers[1].keys() - answers[0].keys())
+    only_second = sorted(answers[0].keys() - answers[1].keys())
+    files = only_first[:most] + only_second[:most]
     images, titles = [], []
     for file in files:
         with Image.open(file) as picture:
@@ -121,11 +121,11 @@ def disagreement_picture(report: dict, other: dict, path: Path, most: int = 24) 
             images.append(np.asarray(picture))
         first, second = (_answer(a.get(file, labels[file])) for a in answers)
         titles.append(f"{labels[file]}: {first} / {second}")
-    colors = ["black"] * len(only_first) + ["crimson"] * len(only_second)
+    colors = ["black"] * len(only_first[:most]) + ["crimson"] * len(only_second[:most])
     first, second = Path(report["model"]).name, Path(other["model"]).name
     title = (
-        f"Read right by one model only: {len(answers[1].keys() - answers[0].keys())} by "
-        f"{first} (black), {len(answers[0].keys() - answers[1].keys())} by {second} (red)\n"
+        f"Read right by one model only: {len(only_first)} by {first} (black), "
+        f"{len(only_second)} by {second} (red)\n"
         f"each: label: {first}'s answer / {second}'s"
     )
     return plots.image_grid(images, titles, colors, path, title)

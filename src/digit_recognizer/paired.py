@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from math import comb
 
+import numpy as np
+
 from digit_recognizer.errors import DigitsError
 
 
@@ -24,6 +26,13 @@ def mcnemar_p_value(only_first: int, only_second: int) -> float:
     n = only_first + only_second
     tail = sum(comb(n, k) for k in range(min(only_first, only_second) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def only_right(first: np.ndarray, second: np.ndarray) -> tuple[int, int, float]:
+    """Per image, whether each of two models read it right (boolean arrays over the same
+    images) -> the images only the first reads right, only the second, McNemar's p."""
+    only_first, only_second = int(np.sum(first & ~second)), int(np.sum(second & ~first))
+    return only_first, only_second, mcnemar_p_value(only_first, only_second)
 
 
 def _mistakes(report: dict) -> dict[str, int]:

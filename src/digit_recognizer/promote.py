@@ -16,7 +16,7 @@ from digit_recognizer.artifacts import read_json
 from digit_recognizer.errors import DigitsError
 from digit_recognizer.feedback import FeedbackStore
 from digit_recognizer.model_store import ModelStore
-from digit_recognizer.paired import mcnemar_p_value, paired_comparison
+from digit_recognizer.paired import only_right, paired_comparison
 from digit_recognizer.predict import Recognizer, load_card
 
 CORRUPTION_IMAGES = 2000  # the first MNIST test images the corruption suite is scored on
@@ -40,9 +40,7 @@ class Gate:
 def _paired(current: np.ndarray, candidate: np.ndarray) -> dict:
     """Of the same images (per image: read right), how many only the served model and only
     the candidate read right, and McNemar's p-value."""
-    only_current = int(np.sum(current & ~candidate))
-    only_candidate = int(np.sum(candidate & ~current))
-    p_value = mcnemar_p_value(only_current, only_candidate)
+    only_current, only_candidate, p_value = only_right(current, candidate)
     return {"only_current": only_current, "only_candidate": only_candidate, "p_value": p_value}
 
 
