@@ -114,4 +114,6 @@ def test_evaluate_images_reports_recall_per_digit_and_draws_the_confusion_matrix
     matrix = scored["confusion_matrix"]
     assert len(matrix) == 10 and all(len(row) == 11 for row in matrix)  # + "no digit"
     assert sum(map(sum, matrix)) == scored["images"] == 44
+    assert "unsure: right / wrong" in result.stdout
+    assert scored["unsure"]["right"] + scored["unsure"]["wrong"] <= 44
     assert report.with_suffix(".png").read_bytes().startswith(b"\x89PNG")

@@ -107,6 +107,11 @@ def test_handwriting_set_accuracy_and_what_preprocessing_buys():
     # The shipped model's augmentation makes it fairly robust even to unprocessed photos
     # (78 %), yet preprocessing still buys over 20 points.
     assert with_pre["accuracy"] > without["accuracy"] + 0.15
+    # "unsure" means something: it is said of far more of the errors than of the right answers
+    unsure = with_pre["unsure"]
+    assert unsure["wrong"] == sum(m["unsure"] for m in with_pre["mistakes"])
+    wrong = with_pre["images"] - with_pre["correct"]
+    assert unsure["wrong"] / wrong > 5 * unsure["right"] / with_pre["correct"]
 
 
 def test_reads_a_row_of_digits(recognizer, small_mnist):

@@ -3,6 +3,9 @@ training, and what it is for: a model that trains on its European 1s reads them 
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -204,3 +207,29 @@ def test_training_on_generated_european_ones_reads_them_better(small_mnist):
         predicted = model.predict(test[..., None], verbose=0).argmax(axis=1)
         recall[name] = float(np.mean(predicted == 1))
     assert recall["mnist + generated 1s"] >= recall["mnist"] + 0.2, recall
+
+
+def test_any_strokes_are_drawn_as_an_allograph_is():
+    strokes = synth.ALLOGRAPHS[1]["flag"]
+    drawn = synth.render(1, "flag", "tablet", np.random.default_rng(5), shape=0.1)
+    again = synth.render_strokes(strokes, "tablet", np.random.default_rng(5), shape=0.1)
+    assert np.array_equal(drawn, again)
+
+
+def test_the_one_or_seven_check_finds_where_each_model_puts_the_line(tmp_path):
+    """tools/one_or_seven.py: a flat long bar reads as 7 and a steep flag as 1 with the shipped
+    model; the MNIST-only model, which misreads flagged 1s, reads far fewer of them as 1s."""
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("o7", repo / "tools/one_or_seven.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    grid = tool.views(count=20)
+    shipped = tool.read_as_one(None, grid)
+    mnist_only = tool.read_as_one(str(repo / "tests/data/mnist_only_model.onnx"), grid)
+    bar, flag = (tool.LENGTHS.index(0.8), 0), (tool.LENGTHS.index(0.5), tool.ANGLES.index(50))
+    assert shipped[bar] <= 0.1 and shipped[flag] >= 0.9
+    assert mnist_only.mean() < shipped.mean() - 0.2
+    tool.picture(
+        {"shipped": shipped, "MNIST only": mnist_only}, tmp_path / "o7.png", tool.shapes(grid)
+    )
+    assert Image.open(tmp_path / "o7.png").size[0] > 400

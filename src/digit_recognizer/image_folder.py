@@ -45,20 +45,24 @@ def evaluate_images(folder: Path, model: str | Path | None = None, preprocessing
 
     Returns a dict: accuracy, images, correct, no_digit (images where preprocessing found no
     digit; they count as wrong), per-digit recall, per-source accuracy, the confusion matrix
-    (rows: true digit; columns: predicted digit, then "no digit") and the mistakes.
+    (rows: true digit; columns: predicted digit, then "no digit"), how many answers, right
+    and wrong, the model called unsure, and the mistakes.
     """
     from digit_recognizer.predict import Recognizer
 
     labelled = labelled_images(folder)
     recognizer = Recognizer(model)
-    predicted = []
+    predicted, unsure = [], []
     for path, _ in labelled:
         try:
-            predicted.append(recognizer.read(path, preprocessing=preprocessing).digit)
+            prediction = recognizer.read(path, preprocessing=preprocessing)
+            predicted.append(prediction.digit)
+            unsure.append(prediction.unsure)
         except DigitsError:
             predicted.append(NO_DIGIT)
+            unsure.append(False)
     labels = np.array([label for _, label in labelled])
-    predicted = np.array(predicted)
+    predicted, unsure = np.array(predicted), np.array(unsure, bool)
     hits = predicted == labels
     matrix = np.zeros((10, 11), int)
     np.add.at(matrix, (labels, predicted), 1)
@@ -78,9 +82,10 @@ def evaluate_images(folder: Path, model: str | Path | None = None, preprocessing
         },
         "per_source": {k: float(np.mean(v)) for k, v in sorted(sources.items())},
         "confusion_matrix": matrix.tolist(),
+        "unsure": {"right": int((unsure & hits).sum()), "wrong": int((unsure & ~hits).sum())},
         "mistakes": [
-            {"file": str(path), "label": int(label), "predicted": int(guess)}
-            for (path, label), guess, hit in zip(labelled, predicted, hits, strict=True)
+            {"file": str(path), "label": int(label), "predicted": int(guess), "unsure": bool(u)}
+            for (path, label), guess, u, hit in zip(labelled, predicted, unsure, hits, strict=True)
             if not hit
         ],
     }

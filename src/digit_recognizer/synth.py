@@ -239,8 +239,15 @@ def render(
     """One digit as a (CANVAS, CANVAS) uint8 grey image: dark ink on light paper. `shape`:
     how far its parts may be moved, stretched and bent (`vary_shape`); 0 draws the allograph
     as it is, with the same random numbers as before shape variety existed."""
+    return render_strokes(ALLOGRAPHS[digit][allograph], hand_name, rng, shape)
+
+
+def render_strokes(
+    strokes: list[Stroke], hand_name: str, rng: np.random.Generator, shape: float = 0.0
+) -> np.ndarray:
+    """Any strokes (control points in a unit box, as in ALLOGRAPHS) drawn as `render` draws
+    an allograph: a shape between two allographs, say, for a development check."""
     hand = HANDS[hand_name]
-    strokes = ALLOGRAPHS[digit][allograph]
     if shape:
         strokes = vary_shape(strokes, shape, rng)
     strokes, width = _place(strokes, hand, rng.uniform(*hand.pen), rng)

@@ -204,12 +204,13 @@ def evaluate_images(
         resolve_model(against)  # a wrong path fails before the first model reads anything
     with_pre, without = score(folder, model, True), score(folder, model, False)
     reports = {"with_preprocessing": with_pre, "without_preprocessing": without}
-    columns = ("preprocessing", "accuracy", "correct", "no digit found")
+    columns = ("preprocessing", "accuracy", "correct", "no digit found", "unsure: right / wrong")
     table = new_table(f"{folder}: {with_pre['images']} images", columns)
     for report in (with_pre, without):
         table.add_row(
             "on" if report["preprocessing"] else "off", f"{report['accuracy']:.2%}",
             str(report["correct"]), str(report["no_digit"]),
+            f"{report['unsure']['right']} / {report['unsure']['wrong']}",
         )  # fmt: skip
     console().print(table)
     recall = new_table("recall per digit", ("digit", "recall", "read right"))
