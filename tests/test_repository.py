@@ -79,3 +79,9 @@ def test_every_module_is_short_and_says_its_job(path):
     assert len(source.splitlines()) <= 400, f"{path.name} is over 400 lines: split it"
     docstring = ast.get_docstring(ast.parse(source))
     assert docstring and len(docstring.split()) >= 4, f"{path.name} needs an opening docstring"
+
+
+def test_every_tool_is_listed_in_the_tools_readme():
+    listed = (REPO / "tools" / "README.md").read_text()
+    missing = [p.name for p in sorted((REPO / "tools").glob("*.py")) if f"`{p.name}`" not in listed]
+    assert not missing, f"add to tools/README.md: {missing}"
