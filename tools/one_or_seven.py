@@ -42,16 +42,14 @@ def one_or_seven_strokes(angle: float, length: float) -> list[synth.Stroke]:
 
 def views(count: int) -> dict[tuple[int, float], np.ndarray]:
     """{(angle, length): `count` views through preprocessing}, the training hands in turn."""
-    rng = np.random.default_rng(SEED)
-    labels = np.ones(count, np.uint8)  # unused: the views have no right answer
-    grid = {}
-    for angle in ANGLES:
-        for length in LENGTHS:
-            strokes = one_or_seven_strokes(angle, length)
-            hands = [synth.TRAIN_HANDS[k % len(synth.TRAIN_HANDS)] for k in range(count)]
-            images = [synth.render_strokes(strokes, hand, rng) for hand in hands]
-            grid[angle, length] = synth.preprocessed_views(images, labels)[0]
-    return grid
+    rng = np.random.default_rng(SEED)  # one stream for the whole grid, cell after cell
+    return {
+        (angle, length): synth.stroke_views(
+            one_or_seven_strokes(angle, length), count, synth.TRAIN_HANDS, rng
+        )
+        for angle in ANGLES
+        for length in LENGTHS
+    }
 
 
 def read_as_one(model: str | None, grid: dict) -> np.ndarray:

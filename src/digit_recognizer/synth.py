@@ -337,8 +337,16 @@ def allograph_views(
     """`count` views (uint8 28x28, through preprocessing) of one allograph, the hands taken
     in turn: one writing habit, e.g. the flagged 1 (`1`, `"flag"`), in many renderings."""
     rng = np.random.default_rng(seed)
-    images = [render(digit, allograph, hands[k % len(hands)], rng) for k in range(count)]
-    views, _ = preprocessed_views(images, np.full(count, digit, np.uint8))
+    return stroke_views(ALLOGRAPHS[digit][allograph], count, hands, rng)
+
+
+def stroke_views(
+    strokes: list[Stroke], count: int, hands: tuple[str, ...], rng: np.random.Generator
+) -> np.ndarray:
+    """`count` views (uint8 28x28, through preprocessing) of any strokes (`render_strokes`),
+    the hands taken in turn; a render preprocessing finds no digit in is left out."""
+    images = [render_strokes(strokes, hands[k % len(hands)], rng) for k in range(count)]
+    views, _ = preprocessed_views(images, np.zeros(count, np.uint8))
     return views
 
 
